@@ -1,0 +1,27 @@
+//! Bus errors.
+
+/// Bus error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL scheme is neither `memory://` nor `nats://`.
+    #[error("unsupported bus url {0:?} (expected memory:// or nats://host:port)")]
+    UnsupportedUrl(String),
+    /// Nobody is subscribed to the request subject.
+    #[error("no responders on {0}")]
+    NoResponders(String),
+    /// The reply or acknowledgement did not arrive in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// No stream captures the subject, or the named stream/consumer does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Invalid stream or consumer configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The engine failed (connection lost, server error).
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// Result alias for the bus crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,371 @@
+//! The message bus every distributed role talks through.
+//!
+//! One [`Bus`] handle, two engines selected by URL:
+//! * `memory://` — in-process, the embedded default (`switchboard demo`, single-node roles);
+//! * `nats://host:4222` — NATS core for pub/sub and request/reply, JetStream for durable streams.
+//!
+//! # API contract (both engines pass the same conformance suite in `tests/`)
+//! * **Pub/sub** ([`Bus::publish`], [`Bus::subscribe`], [`Bus::queue_subscribe`]): at-most-once
+//!   fan-out; queue groups split messages between members.
+//! * **Request/reply** ([`Bus::request`], [`Message::respond`]).
+//! * **Durable streams** ([`Bus::ensure_stream`], [`Bus::publish_durable`],
+//!   [`Bus::publish_durable_batch`], [`Bus::consumer`]): `publish_durable` returns only once the
+//!   message is stored; consumers are durable, named, pull-based with explicit ack; a message not
+//!   acked within `ack_wait` (e.g. the worker crashed) is delivered again; several processes
+//!   sharing a durable name split the work.
+//! * Buffers are bounded everywhere: a slow subscriber loses messages (counted in
+//!   `bus_dropped_total`), a full stream discards its oldest messages.
+//!
+//! THIS FILE IS THE CONTRACT; implementations live in `memory.rs` and `nats.rs`.
+#![forbid(unsafe_code)]
+// The engines are stubs until the bus work lands; remove this then.
+#![allow(dead_code)]
+
+mod error;
+mod memory;
+mod nats;
+
+use std::time::Duration;
+
+pub use bytes::Bytes;
+pub use error::{Error, Result};
+
+/// A connected bus. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Bus {
+    engine: Engine,
+}
+
+#[derive(Clone)]
+enum Engine {
+    Memory(memory::MemoryBus),
+    Nats(nats::NatsBus),
+}
+
+/// A message received from a subscription.
+pub struct Message {
+    /// Subject it was published on.
+    pub subject: String,
+    /// Body.
+    pub payload: Bytes,
+    /// Reply handle when the publisher used [`Bus::request`].
+    reply: Option<Reply>,
+}
+
+enum Reply {
+    Memory(tokio::sync::oneshot::Sender<Bytes>),
+    Nats { client: async_nats::Client, subject: async_nats::Subject },
+}
+
+/// A stream of [`Message`]s; dropping it unsubscribes.
+pub struct Subscription {
+    inner: SubscriptionInner,
+}
+
+enum SubscriptionInner {
+    Memory(tokio::sync::mpsc::Receiver<Message>),
+    Nats(async_nats::Subscriber),
+}
+
+/// Configuration of a durable stream. `ensure_stream` is idempotent.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Stream name (letters, digits, `-`, `_`).
+    pub name: String,
+    /// Subjects captured (NATS wildcards `*` and `>` allowed).
+    pub subjects: Vec<String>,
+    /// Oldest messages are discarded beyond this many (`None`: unlimited).
+    pub max_messages: Option<u64>,
+    /// Oldest messages are discarded beyond this many bytes (`None`: unlimited).
+    pub max_bytes: Option<u64>,
+    /// Messages older than this are discarded (`None`: kept).
+    pub max_age: Option<Duration>,
+    /// Publishes with the same `msg_id` inside this window are stored once.
+    pub duplicate_window: Duration,
+}
+
+impl StreamConfig {
+    /// A stream named `name` capturing `subjects`, unlimited, 2 min dedup window.
+    pub fn new(
+        name: impl Into<String>,
+        subjects: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            subjects: subjects.into_iter().map(Into::into).collect(),
+            max_messages: None,
+            max_bytes: None,
+            max_age: None,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Where a new durable consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverFrom {
+    /// From the first message still in the stream.
+    All,
+    /// Only messages published after the consumer is created.
+    New,
+    /// From the first message stored at or after this Unix time (ms).
+    Time(i64),
+}
+
+/// Configuration of a durable pull consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Durable name; processes using the same name share (split) the messages.
+    pub durable: String,
+    /// Only messages on this subject (wildcards allowed); `None`: all of the stream.
+    pub filter_subject: Option<String>,
+    /// Unacked messages are redelivered after this long.
+    pub ack_wait: Duration,
+    /// At most this many delivered-but-unacked messages at once (backpressure).
+    pub max_ack_pending: usize,
+    /// Start position when the consumer is first created.
+    pub deliver_from: DeliverFrom,
+}
+
+impl ConsumerConfig {
+    /// A consumer named `durable` over the whole stream: 30 s ack wait, 10,000 in flight.
+    pub fn new(durable: impl Into<String>) -> Self {
+        Self {
+            durable: durable.into(),
+            filter_subject: None,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            deliver_from: DeliverFrom::All,
+        }
+    }
+}
+
+/// A durable pull consumer.
+pub struct Consumer {
+    inner: ConsumerInner,
+}
+
+enum ConsumerInner {
+    Memory(memory::MemoryConsumer),
+    Nats(nats::NatsConsumer),
+}
+
+/// One message delivered by a [`Consumer`]; must be [`Delivery::ack`]ed once processed.
+pub struct Delivery {
+    /// Subject it was published on.
+    pub subject: String,
+    /// Body.
+    pub payload: Bytes,
+    /// Position in the stream (1-based, increasing).
+    pub stream_seq: u64,
+    /// How many times it has been delivered (1 on first delivery).
+    pub delivered: u64,
+    /// When it was stored, Unix ms.
+    pub published_ms: i64,
+    acker: Acker,
+}
+
+enum Acker {
+    Memory(memory::MemoryAcker),
+    Nats(Box<async_nats::jetstream::Message>),
+}
+
+impl Bus {
+    /// Connects to the bus named by `url`: `memory://` or `nats://host:port`.
+    ///
+    /// # Errors
+    /// Unknown scheme, or the NATS server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let engine = if url.starts_with("memory:") {
+            Engine::Memory(memory::MemoryBus::new())
+        } else if url.starts_with("nats:") || url.starts_with("tls:") {
+            Engine::Nats(nats::NatsBus::connect(url).await?)
+        } else {
+            return Err(Error::UnsupportedUrl(url.to_owned()));
+        };
+        Ok(Self { engine })
+    }
+
+    /// A fresh in-memory bus (same as `connect("memory://")`).
+    pub fn memory() -> Self {
+        Self { engine: Engine::Memory(memory::MemoryBus::new()) }
+    }
+
+    /// `"memory"` or `"nats"`, for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match &self.engine {
+            Engine::Memory(_) => "memory",
+            Engine::Nats(_) => "nats",
+        }
+    }
+
+    /// Publishes `payload` on `subject` to current subscribers (at most once).
+    ///
+    /// # Errors
+    /// The connection is closed.
+    pub async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
+        match &self.engine {
+            Engine::Memory(b) => b.publish(subject, payload),
+            Engine::Nats(b) => b.publish(subject, payload).await,
+        }
+    }
+
+    /// Subscribes to `subject` (wildcards allowed).
+    ///
+    /// # Errors
+    /// The connection is closed.
+    pub async fn subscribe(&self, subject: &str) -> Result<Subscription> {
+        match &self.engine {
+            Engine::Memory(b) => Ok(b.subscribe(subject, None)),
+            Engine::Nats(b) => b.subscribe(subject, None).await,
+        }
+    }
+
+    /// Subscribes as a member of queue `group`: each message goes to one member.
+    ///
+    /// # Errors
+    /// The connection is closed.
+    pub async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription> {
+        match &self.engine {
+            Engine::Memory(b) => Ok(b.subscribe(subject, Some(group))),
+            Engine::Nats(b) => b.subscribe(subject, Some(group)).await,
+        }
+    }
+
+    /// Sends a request and waits up to `timeout` for one reply.
+    ///
+    /// # Errors
+    /// [`Error::NoResponders`], [`Error::Timeout`], or a closed connection.
+    pub async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes> {
+        match &self.engine {
+            Engine::Memory(b) => b.request(subject, payload, timeout).await,
+            Engine::Nats(b) => b.request(subject, payload, timeout).await,
+        }
+    }
+
+    /// Creates the durable stream, or updates its limits if it exists.
+    ///
+    /// # Errors
+    /// Invalid configuration, or the server refuses it.
+    pub async fn ensure_stream(&self, cfg: &StreamConfig) -> Result<()> {
+        match &self.engine {
+            Engine::Memory(b) => b.ensure_stream(cfg),
+            Engine::Nats(b) => b.ensure_stream(cfg).await,
+        }
+    }
+
+    /// Stores one message in the stream capturing `subject`; returns its stream sequence once
+    /// it is durably stored. A repeated `msg_id` inside the dedup window is stored once.
+    ///
+    /// # Errors
+    /// No stream captures `subject`, or the store did not acknowledge.
+    pub async fn publish_durable(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        msg_id: Option<&str>,
+    ) -> Result<u64> {
+        match &self.engine {
+            Engine::Memory(b) => b.publish_durable(subject, payload, msg_id),
+            Engine::Nats(b) => b.publish_durable(subject, payload, msg_id).await,
+        }
+    }
+
+    /// Stores many messages, pipelined: sends all, then waits for every acknowledgement.
+    /// Returns once all are stored.
+    ///
+    /// # Errors
+    /// As [`Bus::publish_durable`]; on error some messages may have been stored (publish
+    /// with `msg_id`s and retry to make the retry idempotent).
+    pub async fn publish_durable_batch(
+        &self,
+        messages: Vec<(String, Bytes, Option<String>)>,
+    ) -> Result<()> {
+        match &self.engine {
+            Engine::Memory(b) => b.publish_durable_batch(messages),
+            Engine::Nats(b) => b.publish_durable_batch(messages).await,
+        }
+    }
+
+    /// Binds to (creating if needed) the durable consumer `cfg.durable` on `stream`.
+    ///
+    /// # Errors
+    /// The stream does not exist, or the server refuses the consumer.
+    pub async fn consumer(&self, stream: &str, cfg: &ConsumerConfig) -> Result<Consumer> {
+        let inner = match &self.engine {
+            Engine::Memory(b) => ConsumerInner::Memory(b.consumer(stream, cfg)?),
+            Engine::Nats(b) => ConsumerInner::Nats(b.consumer(stream, cfg).await?),
+        };
+        Ok(Consumer { inner })
+    }
+}
+
+impl Subscription {
+    /// The next message; `None` once the bus is closed.
+    pub async fn next(&mut self) -> Option<Message> {
+        match &mut self.inner {
+            SubscriptionInner::Memory(rx) => rx.recv().await,
+            SubscriptionInner::Nats(sub) => nats::next_message(sub).await,
+        }
+    }
+}
+
+impl Message {
+    /// Answers a request. A message without a reply handle is ignored.
+    ///
+    /// # Errors
+    /// The connection is closed.
+    pub async fn respond(self, payload: Bytes) -> Result<()> {
+        match self.reply {
+            None => Ok(()),
+            Some(Reply::Memory(tx)) => {
+                let _ = tx.send(payload); // the requester may have timed out
+                Ok(())
+            }
+            Some(Reply::Nats { client, subject }) => nats::respond(&client, subject, payload).await,
+        }
+    }
+
+    /// Whether the sender waits for [`Message::respond`].
+    pub fn expects_reply(&self) -> bool {
+        self.reply.is_some()
+    }
+}
+
+impl Consumer {
+    /// Up to `max` messages; waits at most `wait` for the first one, returns early when
+    /// some are available. An empty vector means nothing arrived in time.
+    ///
+    /// # Errors
+    /// The stream or consumer was deleted, or the connection is closed.
+    pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        match &mut self.inner {
+            ConsumerInner::Memory(c) => c.fetch(max, wait).await,
+            ConsumerInner::Nats(c) => c.fetch(max, wait).await,
+        }
+    }
+}
+
+impl Delivery {
+    /// Acknowledges: the message will not be delivered again.
+    ///
+    /// # Errors
+    /// The connection is closed (the message will then be redelivered).
+    pub async fn ack(&self) -> Result<()> {
+        match &self.acker {
+            Acker::Memory(a) => a.ack(),
+            Acker::Nats(m) => nats::ack(m).await,
+        }
+    }
+
+    /// Negative ack: deliver again after `delay`.
+    ///
+    /// # Errors
+    /// The connection is closed.
+    pub async fn nak(&self, delay: Duration) -> Result<()> {
+        match &self.acker {
+            Acker::Memory(a) => a.nak(delay),
+            Acker::Nats(m) => nats::nak(m, delay).await,
+        }
+    }
+}

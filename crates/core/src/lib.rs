@@ -1,0 +1,43 @@
+//! Shared core of every Switchboard service.
+//!
+//! # Layout
+//! * [`config`] — flags > `SWITCHBOARD_*` env vars > optional TOML file.
+//! * [`telemetry`] — tracing (pretty or JSON), OTLP export, Prometheus recorder.
+//! * [`health`] — readiness that turns 503 once shutdown starts.
+//! * [`admin`] — the admin HTTP router (`/healthz`, `/readyz`, `/metrics`) and a server helper.
+//! * [`shutdown`] — SIGINT/SIGTERM → cancel → drain with a deadline; the [`Ctx`] every role gets.
+//! * [`window`] — clocks (real and manual) and wall-clock-aligned time windows.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+mod error;
+pub mod health;
+pub mod shutdown;
+pub mod telemetry;
+pub mod window;
+
+pub use error::{Error, Result};
+pub use health::Health;
+pub use shutdown::Ctx;
+pub use tokio_util::sync::CancellationToken;
+pub use tokio_util::task::TaskTracker;
+pub use window::{Clock, ManualClock, SystemClock};
+
+/// Something a running role exposes, printed by `switchboard demo` ("what runs where").
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Service name, e.g. `aggregator`.
+    pub service: &'static str,
+    /// What it is, e.g. `wsserver simulator`.
+    pub what: String,
+    /// Where it is, e.g. `ws://127.0.0.1:5050/ws`.
+    pub url: String,
+}
+
+impl Endpoint {
+    /// Convenience constructor.
+    pub fn new(service: &'static str, what: impl Into<String>, url: impl Into<String>) -> Self {
+        Self { service, what: what.into(), url: url.into() }
+    }
+}

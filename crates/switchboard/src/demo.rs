@@ -1,0 +1,50 @@
+//! `switchboard demo`: every service in one process on loopback, sharing one in-memory bus and
+//! one embedded SQLite store, with the simulators feeding them. Prints what runs where, then
+//! runs until Ctrl-C.
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use switchboard_bus::Bus;
+use switchboard_core::{Ctx, Endpoint};
+use switchboard_store::Store;
+
+use crate::cli::DemoArgs;
+
+pub async fn run(args: DemoArgs, ctx: Ctx, admin_addr: SocketAddr) -> anyhow::Result<()> {
+    let bus = Bus::memory();
+    let db = args.data_dir.join("switchboard.db");
+    let store_url = format!("sqlite://{}", db.display());
+    let store = Store::connect(&store_url).await.with_context(|| format!("opening {store_url}"))?;
+
+    let mut endpoints = vec![
+        Endpoint::new("core", "admin: health, readiness", format!("http://{admin_addr}/readyz")),
+        Endpoint::new("core", "admin: Prometheus metrics", format!("http://{admin_addr}/metrics")),
+        Endpoint::new("core", "embedded store", store_url),
+        Endpoint::new("core", "bus", "memory://"),
+    ];
+    endpoints.extend(switchboard_aggregator::demo(&ctx).await.context("starting aggregator")?);
+    endpoints
+        .extend(switchboard_presence::demo(&ctx, &bus, &store).await.context("starting presence")?);
+    endpoints.extend(switchboard_jobproxy::demo(&ctx).await.context("starting jobproxy")?);
+    endpoints.extend(switchboard_control::demo(&ctx).await.context("starting control")?);
+    endpoints
+        .extend(switchboard_tracker::demo(&ctx, &bus, &store).await.context("starting tracker")?);
+
+    print_table(&endpoints);
+    ctx.health.set_ready("demo", true);
+    ctx.shutdown.cancelled().await;
+    println!("shutting down: draining every service…");
+    store.close().await;
+    Ok(())
+}
+
+fn print_table(endpoints: &[Endpoint]) {
+    let w_service = endpoints.iter().map(|e| e.service.len()).max().unwrap_or(0).max(7);
+    let w_what = endpoints.iter().map(|e| e.what.len()).max().unwrap_or(0).max(4);
+    println!("Switchboard demo is running. Press Ctrl-C to stop.\n");
+    println!("{:<w_service$}  {:<w_what$}  where", "service", "what");
+    for e in endpoints {
+        println!("{:<w_service$}  {:<w_what$}  {}", e.service, e.what, e.url);
+    }
+    println!();
+}

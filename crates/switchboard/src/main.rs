@@ -1,0 +1,130 @@
+//! `switchboard` — wiring only: parse flags, start telemetry and the admin server, run the
+//! chosen target, wait for a signal, drain, exit.
+//!
+//! Exit codes: 0 success, 1 runtime failure (or a failed check such as jobclient), 64 bad
+//! configuration.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod demo;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use cli::{Bench, Cli, Command, Sim};
+use switchboard_core::{Ctx, admin, config, telemetry};
+
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// BSD `EX_USAGE`: the command line or configuration is invalid.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = match config::expand_args(std::env::args_os().collect(), |k| std::env::var_os(k)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            // --help / --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting after error");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let telemetry = telemetry::init("switchboard", cli.log_format)?;
+    let ctx = Ctx::new();
+
+    // The admin server lives on its own token so it keeps answering /readyz (503) while the
+    // roles drain; it stops last.
+    let admin_token = tokio_util_token();
+    let (listener, admin_addr) = admin::bind(cli.admin_addr)
+        .await
+        .with_context(|| format!("binding admin server on {}", cli.admin_addr))?;
+    tracing::info!(url = %format!("http://{admin_addr}/metrics"), "admin server listening");
+    let admin = tokio::spawn(admin::serve(
+        listener,
+        admin::router(ctx.health.clone()),
+        admin_token.clone(),
+    ));
+
+    // First signal: cancel and drain. A second one is not waited for: the runtime is dropped.
+    let signal_ctx = ctx.clone();
+    tokio::spawn(async move {
+        switchboard_core::shutdown::signal().await;
+        signal_ctx.begin_shutdown();
+    });
+
+    let outcome = dispatch(cli.command, ctx.clone(), admin_addr).await;
+
+    if !ctx.drain(cli.grace).await {
+        tracing::warn!(grace = ?cli.grace, "some tasks did not finish within the grace period");
+    }
+    admin_token.cancel();
+    let _ = admin.await;
+    telemetry.shutdown();
+    outcome
+}
+
+fn tokio_util_token() -> switchboard_core::shutdown::CancellationToken {
+    switchboard_core::shutdown::CancellationToken::new()
+}
+
+async fn dispatch(
+    command: Command,
+    ctx: Ctx,
+    admin_addr: std::net::SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Demo(args) => demo::run(args, ctx, admin_addr).await?,
+        Command::Aggregator(args) => switchboard_aggregator::run(args, ctx).await?,
+        Command::Presence(cmd) => switchboard_presence::run(cmd, ctx).await?,
+        Command::Jobproxy(args) => switchboard_jobproxy::run(args, ctx).await?,
+        Command::Jobclient(args) => {
+            let passed = switchboard_jobproxy::run_jobclient(args, ctx).await?;
+            return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Control(cmd) => switchboard_control::run(cmd, ctx).await?,
+        Command::Tracker(cmd) => switchboard_tracker::run(cmd, ctx).await?,
+        Command::Sim(Sim::Wsserver(args)) => {
+            switchboard_aggregator::run_wsserver(args, ctx).await?
+        }
+        Command::Sim(Sim::Jobserver(args)) => {
+            switchboard_jobproxy::run_jobserver(args, ctx).await?
+        }
+        Command::Bench(Bench::Aggregator(args)) => switchboard_aggregator::bench(args, ctx).await?,
+        Command::Bench(Bench::Presence(args)) => switchboard_presence::bench(args, ctx).await?,
+        Command::Bench(Bench::Jobproxy(args)) => switchboard_jobproxy::bench(args, ctx).await?,
+        Command::Bench(Bench::Control(args)) => switchboard_control::bench(args, ctx).await?,
+        Command::Bench(Bench::Tracker(args)) => switchboard_tracker::bench(args, ctx).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

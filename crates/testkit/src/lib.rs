@@ -1,0 +1,16 @@
+//! Test harness shared by every crate's integration tests.
+//!
+//! * [`NatsServer::start`] — a throw-away `nats-server -js -sd <tmpdir>` on a free loopback port.
+//! * [`PostgresServer::start`] — a throw-away PostgreSQL cluster (`initdb` + `postgres` in a
+//!   temp dir, run as the `postgres` user when we are root) on a free loopback port.
+//!
+//! Both stop (and delete their data) on drop. Tests never rely on servers someone left running.
+#![forbid(unsafe_code)]
+
+mod nats;
+mod port;
+mod postgres;
+
+pub use nats::NatsServer;
+pub use port::free_port;
+pub use postgres::PostgresServer;
