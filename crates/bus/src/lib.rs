@@ -18,8 +18,6 @@
 //!
 //! THIS FILE IS THE CONTRACT; implementations live in `memory.rs` and `nats.rs`.
 #![forbid(unsafe_code)]
-// The NATS engine is a stub until the next commit; remove this then.
-#![allow(dead_code)]
 
 mod config;
 mod error;
@@ -71,7 +69,7 @@ pub struct Subscription {
 
 enum SubscriptionInner {
     Memory(tokio::sync::mpsc::Receiver<Message>),
-    Nats(async_nats::Subscriber),
+    Nats(nats::NatsSubscription),
 }
 
 /// Configuration of a durable stream. `ensure_stream` is idempotent.
@@ -325,7 +323,7 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Message> {
         match &mut self.inner {
             SubscriptionInner::Memory(rx) => rx.recv().await,
-            SubscriptionInner::Nats(sub) => nats::next_message(sub).await,
+            SubscriptionInner::Nats(sub) => sub.next().await,
         }
     }
 }

@@ -2,17 +2,18 @@
 //!
 //! Every case is an `async fn(Bus)`; the `conformance!` macro instantiates it once with a
 //! fresh `Bus::memory()` and once with a `Bus` on its own throw-away `nats-server -js`.
-//! NATS-only crash cases (lost connection, killed server) live in `nats_crash.rs`.
+//! NATS-only crash cases (a killed worker process, a killed server) are in `crash.rs`.
+#[path = "conformance/crash.rs"]
+mod crash;
+#[path = "conformance/support.rs"]
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use switchboard_bus::{
-    Bus, Bytes, Consumer, ConsumerConfig, DeliverFrom, Delivery, Error, StreamConfig, Subscription,
-};
-
-/// Upper bound for anything that should happen "promptly"; only reached on failure.
-const PATIENCE: Duration = Duration::from_secs(10);
+use support::*;
+use switchboard_bus::{Bus, Bytes, ConsumerConfig, DeliverFrom, Error, StreamConfig};
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -27,7 +28,6 @@ macro_rules! conformance {
         mod nats {
             $(
                 #[tokio::test]
-                #[ignore = "the NATS engine lands in the next commit"]
                 async fn $case() -> anyhow::Result<()> {
                     let server = switchboard_testkit::NatsServer::start();
                     let bus = switchboard_bus::Bus::connect(&server.url).await?;
@@ -52,68 +52,8 @@ conformance!(
     deliver_from_new_and_time,
     bounded_stream_discards_oldest,
     fetch_wakes_on_publish,
+    rebinding_keeps_position_and_start,
 );
-
-fn body(s: impl Into<String>) -> Bytes {
-    Bytes::from(s.into())
-}
-
-fn text(b: &Bytes) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn recv(sub: &mut Subscription) -> Result<(String, String)> {
-    let m = tokio::time::timeout(PATIENCE, sub.next())
-        .await
-        .context("no message in time")?
-        .context("subscription closed")?;
-    Ok((m.subject.clone(), text(&m.payload)))
-}
-
-/// Fetches until exactly `n` deliveries arrived (or fails after [`PATIENCE`]).
-async fn fetch_n(c: &mut Consumer, n: usize) -> Result<Vec<Delivery>> {
-    let deadline = Instant::now() + PATIENCE;
-    let mut got = Vec::new();
-    while got.len() < n {
-        ensure!(Instant::now() < deadline, "only {} of {n} deliveries arrived", got.len());
-        got.extend(c.fetch(n - got.len(), Duration::from_secs(1)).await?);
-    }
-    Ok(got)
-}
-
-/// Asserts nothing (more) is delivered within `wait`.
-async fn expect_empty(c: &mut Consumer, wait: Duration) -> Result<()> {
-    let extra = c.fetch(10, wait).await?;
-    let seqs: Vec<u64> = extra.iter().map(|d| d.stream_seq).collect();
-    ensure!(seqs.is_empty(), "unexpected deliveries {seqs:?}");
-    Ok(())
-}
-
-async fn ack_all(ds: &[Delivery]) -> Result<()> {
-    for d in ds {
-        d.ack().await?;
-    }
-    Ok(())
-}
-
-fn payloads(ds: &[Delivery]) -> Vec<String> {
-    ds.iter().map(|d| text(&d.payload)).collect()
-}
-
-async fn events_stream(bus: &Bus, f: impl FnOnce(&mut StreamConfig)) -> Result<()> {
-    let mut cfg = StreamConfig::new("EVENTS", ["ev.>"]);
-    f(&mut cfg);
-    bus.ensure_stream(&cfg).await?;
-    Ok(())
-}
-
-async fn publish_numbered(bus: &Bus, range: std::ops::Range<u32>) -> Result<Vec<u64>> {
-    let mut seqs = Vec::new();
-    for i in range {
-        seqs.push(bus.publish_durable("ev.n", body(i.to_string()), None).await?);
-    }
-    Ok(seqs)
-}
 
 async fn pubsub_wildcards(bus: Bus) -> Result<()> {
     let patterns = ["t.*.c", "t.>", "t.b.c", "*.b.c"];
@@ -246,6 +186,7 @@ async fn durable_publish_then_consume(bus: Bus) -> Result<()> {
     let now_ms = i64::try_from(std::time::UNIX_EPOCH.elapsed()?.as_millis())?;
     ensure!(got.iter().all(|d| (now_ms - d.published_ms).abs() < 60_000), "published_ms");
     ack_all(&got).await?;
+    got[0].ack().await.context("acking twice is harmless")?;
     expect_empty(&mut c, Duration::from_millis(200)).await?;
 
     // The same durable name, bound again, resumes after the acked messages.
@@ -412,19 +353,6 @@ async fn bounded_stream_discards_oldest(bus: Bus) -> Result<()> {
     Ok(())
 }
 
-/// Drains (and acks) a consumer, returning the subjects it held.
-async fn drain(c: &mut Consumer) -> Result<Vec<String>> {
-    let mut subjects = Vec::new();
-    loop {
-        let got = c.fetch(100, Duration::from_millis(200)).await?;
-        if got.is_empty() {
-            return Ok(subjects);
-        }
-        subjects.extend(got.iter().map(|d| d.subject.clone()));
-        ack_all(&got).await?;
-    }
-}
-
 async fn fetch_wakes_on_publish(bus: Bus) -> Result<()> {
     events_stream(&bus, |_| {}).await?;
     let mut c = bus.consumer("EVENTS", &ConsumerConfig::new("w")).await?;
@@ -440,4 +368,29 @@ async fn fetch_wakes_on_publish(bus: Bus) -> Result<()> {
     ensure!(payloads(&got?) == ["0"], "fetch returned without the message");
     ensure!(waited < PATIENCE / 2, "fetch slept {waited:?} instead of waking");
     Ok(())
+}
+
+async fn rebinding_keeps_position_and_start(bus: Bus) -> Result<()> {
+    events_stream(&bus, |_| {}).await?;
+    publish_numbered(&bus, 0..3).await?;
+    let mut first = bus.consumer("EVENTS", &ConsumerConfig::new("w")).await?;
+    ack_all(&fetch_n(&mut first, 2).await?).await?;
+    // A restarted worker may compute a different start or ack policy: the durable's
+    // position wins, the start policy is ignored, the new limits apply.
+    let rebind = ConsumerConfig {
+        deliver_from: DeliverFrom::New,
+        ack_wait: Duration::from_secs(5),
+        max_ack_pending: 7,
+        ..ConsumerConfig::new("w")
+    };
+    let mut second = bus.consumer("EVENTS", &rebind).await?;
+    let got = fetch_n(&mut second, 1).await?;
+    ensure!(payloads(&got) == ["2"], "rebound consumer got {:?}", payloads(&got));
+    let other_filter =
+        ConsumerConfig { filter_subject: Some("ev.other".into()), ..ConsumerConfig::new("w") };
+    match bus.consumer("EVENTS", &other_filter).await {
+        Err(Error::Config(_)) => Ok(()),
+        Err(e) => bail!("changed filter: wrong error {e}"),
+        Ok(_) => bail!("changed filter accepted"),
+    }
 }
