@@ -35,6 +35,14 @@ impl StreamConfig {
         if self.max_age.is_some_and(|a| a.is_zero()) {
             return Err(Error::Config(format!("stream {}: max_age must be positive", self.name)));
         }
+        // JetStream cannot switch dedup off (zero means its 2 min default): to store
+        // repeats, publish without a msg_id instead.
+        if self.duplicate_window.is_zero() {
+            return Err(Error::Config(format!(
+                "stream {}: duplicate_window must be positive (publish without msg_id to skip dedup)",
+                self.name
+            )));
+        }
         Ok(())
     }
 }
@@ -74,6 +82,7 @@ mod tests {
             StreamConfig::new("S", Vec::<String>::new()),
             StreamConfig { max_messages: Some(0), ..StreamConfig::new("S", ["a"]) },
             StreamConfig { max_age: Some(Duration::ZERO), ..StreamConfig::new("S", ["a"]) },
+            StreamConfig { duplicate_window: Duration::ZERO, ..StreamConfig::new("S", ["a"]) },
         ];
         for cfg in bad {
             assert!(matches!(cfg.validate(), Err(Error::Config(_))), "{cfg:?}");

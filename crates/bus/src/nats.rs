@@ -193,7 +193,11 @@ impl NatsBus {
 
 /// The stream sequence once the server has stored the message.
 async fn await_ack(ack: PublishAckFuture) -> Result<u64> {
-    ack.await.map(|a| a.sequence).map_err(|e| publish_error(&e))
+    let ack = ack.await.map_err(|e| publish_error(&e))?;
+    if ack.duplicate {
+        metrics::counter!("bus_duplicates_total", "engine" => "nats").increment(1);
+    }
+    Ok(ack.sequence)
 }
 
 fn publish_error(e: &jetstream::context::PublishError) -> Error {

@@ -105,7 +105,12 @@ impl NatsConsumer {
                 got.extend(self.pull(max - 1, None).await?);
             }
         }
-        got.into_iter().map(|m| self.delivery(m)).collect()
+        let deliveries = got.into_iter().map(|m| self.delivery(m)).collect::<Result<Vec<_>>>()?;
+        let redelivered = deliveries.iter().filter(|d| d.delivered > 1).count() as u64;
+        if redelivered > 0 {
+            metrics::counter!("bus_redelivered_total", "engine" => "nats").increment(redelivered);
+        }
+        Ok(deliveries)
     }
 
     /// One pull request: `no_wait` when `expires` is `None`.

@@ -1,4 +1,5 @@
-//! NATS-only crash cases: what JetStream keeps when a worker process or the server dies.
+//! NATS-only crash cases: what JetStream keeps when a worker process or the server dies,
+//! and a clear error when there is no server at all.
 //!
 //! The worker crash is real: the test re-runs this test binary as a child process that
 //! consumes, acks part of what it got, reports, and is then killed with SIGKILL.
@@ -113,4 +114,20 @@ async fn server_crash_keeps_stream_and_consumer() -> Result<()> {
 /// Transient errors while the client reconnects are expected; show them for diagnosis.
 fn log_transient(e: &switchboard_bus::Error) {
     eprintln!("while nats restarts: {e}");
+}
+
+#[tokio::test]
+async fn connecting_to_a_dead_server_fails_clearly() -> Result<()> {
+    let url = format!("nats://127.0.0.1:{}", switchboard_testkit::free_port());
+    let started = Instant::now();
+    match Bus::connect(&url).await {
+        Err(switchboard_bus::Error::Engine(msg)) => ensure!(msg.contains(&url), "{msg}"),
+        Err(e) => bail!("wrong error kind: {e}"),
+        Ok(_) => bail!("connected to nothing at {url}"),
+    }
+    ensure!(started.elapsed() < PATIENCE, "connect hung for {:?}", started.elapsed());
+    match Bus::connect("redis://127.0.0.1:6379").await {
+        Err(switchboard_bus::Error::UnsupportedUrl(_)) => Ok(()),
+        other => bail!("unsupported scheme accepted: {:?}", other.err()),
+    }
 }
