@@ -3,7 +3,7 @@
 //! Both engines run these checks before anything else, so a bad configuration gets the same
 //! clear error on `memory://` and `nats://` instead of an engine-specific server message.
 use crate::subject::validate_pattern;
-use crate::{ConsumerConfig, Error, Result, StreamConfig};
+use crate::{ConsumerConfig, Error, MAX_WAIT, Result, StreamConfig};
 
 /// Stream and durable names: letters, digits, `-`, `_` (NATS forbids `.`, `*`, `>`, spaces).
 fn validate_name(kind: &str, name: &str) -> Result<()> {
@@ -60,6 +60,12 @@ impl ConsumerConfig {
                 self.durable
             )));
         }
+        if self.ack_wait > MAX_WAIT {
+            return Err(Error::Config(format!(
+                "consumer {}: ack_wait {:?} exceeds {MAX_WAIT:?}",
+                self.durable, self.ack_wait
+            )));
+        }
         if let Some(filter) = &self.filter_subject {
             validate_pattern(filter)?;
         }
@@ -99,6 +105,7 @@ mod tests {
             ConsumerConfig::new("a.b"),
             ConsumerConfig { max_ack_pending: 0, ..ConsumerConfig::new("w") },
             ConsumerConfig { ack_wait: Duration::ZERO, ..ConsumerConfig::new("w") },
+            ConsumerConfig { ack_wait: Duration::MAX, ..ConsumerConfig::new("w") },
         ];
         for cfg in bad {
             assert!(matches!(cfg.validate(), Err(Error::Config(_))), "{cfg:?}");

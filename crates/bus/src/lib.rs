@@ -40,6 +40,10 @@ use std::time::Duration;
 pub use bytes::Bytes;
 pub use error::{Error, Result};
 
+/// Longest `fetch` wait, nak delay and `ack_wait` honoured; longer fetch waits and nak delays
+/// are clamped to it (they would overflow deadlines and JetStream's nanosecond fields).
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// A connected bus. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Bus {
@@ -134,7 +138,7 @@ pub struct ConsumerConfig {
     pub durable: String,
     /// Only messages on this subject (wildcards allowed); `None`: all of the stream.
     pub filter_subject: Option<String>,
-    /// Unacked messages are redelivered after this long.
+    /// Unacked messages are redelivered after this long (at most [`MAX_WAIT`]).
     pub ack_wait: Duration,
     /// At most this many delivered-but-unacked messages at once (backpressure).
     pub max_ack_pending: usize,
@@ -361,12 +365,13 @@ impl Message {
 }
 
 impl Consumer {
-    /// Up to `max` messages; waits at most `wait` for the first one, returns early when
-    /// some are available. An empty vector means nothing arrived in time.
+    /// Up to `max` messages; waits at most `wait` (capped at [`MAX_WAIT`]) for the first one,
+    /// returns early when some are available. An empty vector means nothing arrived in time.
     ///
     /// # Errors
     /// The stream or consumer was deleted, or the connection is closed.
     pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let wait = wait.min(MAX_WAIT);
         match &mut self.inner {
             ConsumerInner::Memory(c) => c.fetch(max, wait).await,
             ConsumerInner::Nats(c) => c.fetch(max, wait).await,
@@ -388,11 +393,12 @@ impl Delivery {
         }
     }
 
-    /// Negative ack: deliver again after `delay`.
+    /// Negative ack: deliver again after `delay` (capped at [`MAX_WAIT`]).
     ///
     /// # Errors
     /// The connection is closed.
     pub async fn nak(&self, delay: Duration) -> Result<()> {
+        let delay = delay.min(MAX_WAIT);
         match &self.acker {
             Acker::Memory(a) => a.nak(delay),
             Acker::Nats(m) => nats::nak(m, delay).await,

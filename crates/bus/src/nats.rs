@@ -40,19 +40,32 @@ pub(crate) struct NatsSubscription {
     sub: async_nats::Subscriber,
 }
 
+/// The URL without credentials, for logs and errors.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 fn engine(context: &str, e: impl std::fmt::Display) -> Error {
     Error::Engine(format!("{context}: {e}"))
 }
 
 impl NatsBus {
     pub(crate) async fn connect(url: &str) -> Result<Self> {
-        let dropped = Arc::new(Shed::new("bus_dropped_total", "nats", "slow_subscriber", url));
-        let server = url.to_owned();
+        let server = redact(url);
+        let dropped =
+            Arc::new(Shed::new("bus_dropped_total", "nats", "slow_subscriber", server.clone()));
+        let for_events = server.clone();
         let client = ConnectOptions::new()
             .name("switchboard")
             .event_callback(move |event| {
                 let dropped = Arc::clone(&dropped);
-                let server = server.clone();
+                let server = for_events.clone();
                 async move {
                     match event {
                         Event::SlowConsumer(_) => dropped.record(1),
@@ -66,7 +79,7 @@ impl NatsBus {
             })
             .connect(url)
             .await
-            .map_err(|e| engine(&format!("connecting to {url}"), e))?;
+            .map_err(|e| engine(&format!("connecting to {server}"), e))?;
         let js = Arc::new(jetstream::new(client.clone()));
         Ok(Self { client, js })
     }
@@ -85,6 +98,9 @@ impl NatsBus {
             Some(g) => self.client.queue_subscribe(subject.to_owned(), g.to_owned()).await,
         }
         .map_err(|e| engine("subscribe", e))?;
+        // One round trip so the server knows the interest before we return: a publish from
+        // another connection right after `subscribe` must reach this subscriber.
+        self.client.flush().await.map_err(|e| engine("subscribe flush", e))?;
         let inner = NatsSubscription { client: self.client.clone(), sub };
         Ok(Subscription { inner: SubscriptionInner::Nats(inner) })
     }
@@ -227,4 +243,16 @@ pub(crate) async fn respond(
     payload: Bytes,
 ) -> Result<()> {
     client.publish(subject, payload).await.map_err(|e| engine("respond", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(redact("nats://user:secret@10.0.0.1:4222"), "nats://***@10.0.0.1:4222");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("tls://tok@host"), "tls://***@host");
+    }
 }

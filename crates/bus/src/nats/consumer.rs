@@ -102,7 +102,13 @@ impl NatsConsumer {
         if got.is_empty() && wait >= MIN_WAIT {
             got = self.pull(1, Some(wait)).await?;
             if !got.is_empty() && max > 1 {
-                got.extend(self.pull(max - 1, None).await?);
+                // Failing here must not strand the message already in hand.
+                match self.pull(max - 1, None).await {
+                    Ok(more) => got.extend(more),
+                    Err(e) => {
+                        tracing::warn!(durable = %self.durable, error = %e, "top-up pull failed")
+                    }
+                }
             }
         }
         let deliveries = got.into_iter().map(|m| self.delivery(m)).collect::<Result<Vec<_>>>()?;
