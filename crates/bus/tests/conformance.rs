@@ -177,7 +177,15 @@ async fn durable_publish_then_consume(bus: Bus) -> Result<()> {
     }
 
     let mut c = bus.consumer("EVENTS", &ConsumerConfig::new("worker")).await?;
-    let got = fetch_n(&mut c, 20).await?;
+    // Fewer messages than asked for: returned at once, not after the wait.
+    let started = Instant::now();
+    let mut got = c.fetch(100, Duration::from_secs(5)).await?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(1),
+        "a partial batch took {:?}",
+        started.elapsed()
+    );
+    got.extend(fetch_n(&mut c, 20 - got.len()).await?);
     let want: Vec<String> = (0..20).map(|i| i.to_string()).collect();
     ensure!(payloads(&got) == want, "payloads {:?}", payloads(&got));
     ensure!(got.iter().map(|d| d.stream_seq).eq(1..=20), "stream sequences out of order");
@@ -274,9 +282,18 @@ async fn max_ack_pending_applies_backpressure(bus: Bus) -> Result<()> {
     publish_numbered(&bus, 0..5).await?;
     let cfg = ConsumerConfig { max_ack_pending: 2, ..ConsumerConfig::new("w") };
     let mut c = bus.consumer("EVENTS", &cfg).await?;
-    let first = c.fetch(10, Duration::from_secs(1)).await?;
+    let started = Instant::now();
+    let first = c.fetch(10, Duration::from_secs(5)).await?;
     ensure!(payloads(&first) == ["0", "1"], "got {:?}", payloads(&first));
+    ensure!(
+        started.elapsed() < Duration::from_secs(1),
+        "a partial batch took {:?}",
+        started.elapsed()
+    );
+    // Blocked fetches wait out their time instead of returning at once (no hot loops).
+    let started = Instant::now();
     expect_empty(&mut c, Duration::from_millis(300)).await?;
+    ensure!(started.elapsed() >= Duration::from_millis(250), "returned in {:?}", started.elapsed());
     first[0].ack().await?;
     let next = fetch_n(&mut c, 1).await?;
     ensure!(payloads(&next) == ["2"], "after one ack got {:?}", payloads(&next));

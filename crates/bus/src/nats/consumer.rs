@@ -30,6 +30,11 @@ const PULL_GRACE: Duration = Duration::from_secs(2);
 /// Shorter waits are not worth a waiting pull: the server rounds tiny expiries away.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
+/// Server-side expiry of a `no_wait` pull. nats-server 2.9 ends a `no_wait` pull with 404 when
+/// nothing is pending, but one cut short by `max_ack_pending` stays open (and would receive
+/// messages later, after we stopped listening); this bounds it.
+const NO_WAIT_EXPIRY: Duration = Duration::from_millis(50);
+
 /// A handle on a JetStream durable pull consumer.
 pub(crate) struct NatsConsumer {
     bus: NatsBus,
@@ -119,7 +124,8 @@ impl NatsConsumer {
         Ok(deliveries)
     }
 
-    /// One pull request: `no_wait` when `expires` is `None`.
+    /// One pull request: `no_wait` when `expires` is `None`. Listens until the server ends
+    /// the request (or the batch is full), so no message can land after we stopped reading.
     async fn pull(
         &self,
         batch: usize,
@@ -133,7 +139,10 @@ impl NatsConsumer {
             .await
             .map_err(|e| engine("pull subscribe", e))?;
         let request = match expires {
-            None => format!(r#"{{"batch":{batch},"no_wait":true}}"#),
+            None => format!(
+                r#"{{"batch":{batch},"no_wait":true,"expires":{}}}"#,
+                NO_WAIT_EXPIRY.as_nanos()
+            ),
             Some(d) => format!(r#"{{"batch":{batch},"expires":{}}}"#, d.as_nanos()),
         };
         self.bus
@@ -141,7 +150,7 @@ impl NatsConsumer {
             .publish_with_reply(self.next_subject.clone(), inbox, request.into())
             .await
             .map_err(|e| engine("pull request", e))?;
-        let deadline = Instant::now() + expires.unwrap_or(Duration::ZERO) + PULL_GRACE;
+        let deadline = Instant::now() + expires.unwrap_or(NO_WAIT_EXPIRY) + PULL_GRACE;
         let mut got = Vec::new();
         while got.len() < batch {
             let reply = match tokio::time::timeout_at(deadline, replies.next()).await {
