@@ -368,6 +368,10 @@ impl Consumer {
     /// Up to `max` messages; waits at most `wait` (capped at [`MAX_WAIT`]) for the first one,
     /// returns early when some are available. An empty vector means nothing arrived in time.
     ///
+    /// Cancelling a fetch (e.g. in a `select!` on shutdown) loses nothing: on memory it is
+    /// cancel-safe; on NATS a message the server was already sending stays in flight and is
+    /// redelivered after `ack_wait`.
+    ///
     /// # Errors
     /// The stream or consumer was deleted, or the connection is closed.
     pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
