@@ -146,6 +146,22 @@ async fn request_reply(bus: Bus) -> Result<()> {
         other => bail!("expected no responders, got {:?}", other.map(|b| text(&b))),
     }
     responder.abort();
+
+    // Two responders: the requester takes the first answer and ignores the second.
+    let mut answering = Vec::new();
+    for name in ["A", "B"] {
+        let mut sub = bus.subscribe("svc.twice").await?;
+        answering.push(tokio::spawn(async move {
+            if let Some(m) = sub.next().await {
+                m.respond(body(name)).await.expect("respond");
+            }
+        }));
+    }
+    let reply = text(&bus.request("svc.twice", body("?"), PATIENCE).await?);
+    ensure!(reply == "A" || reply == "B", "reply {reply:?}");
+    for task in answering {
+        task.await?;
+    }
     Ok(())
 }
 
