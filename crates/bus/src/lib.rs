@@ -221,7 +221,7 @@ impl Bus {
     /// Publishes `payload` on `subject` to current subscribers (at most once).
     ///
     /// # Errors
-    /// The connection is closed.
+    /// [`Error::InvalidSubject`] (wildcards are not allowed here), or a closed connection.
     pub async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
         subject::validate_subject(subject)?;
         match &self.engine {
@@ -233,7 +233,7 @@ impl Bus {
     /// Subscribes to `subject` (wildcards allowed).
     ///
     /// # Errors
-    /// The connection is closed.
+    /// [`Error::InvalidSubject`], or a closed connection.
     pub async fn subscribe(&self, subject: &str) -> Result<Subscription> {
         subject::validate_pattern(subject)?;
         match &self.engine {
@@ -245,7 +245,7 @@ impl Bus {
     /// Subscribes as a member of queue `group`: each message goes to one member.
     ///
     /// # Errors
-    /// The connection is closed.
+    /// [`Error::InvalidSubject`], [`Error::Config`] for an empty group, or a closed connection.
     pub async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription> {
         subject::validate_pattern(subject)?;
         if group.is_empty() || group.chars().any(char::is_whitespace) {
@@ -260,7 +260,8 @@ impl Bus {
     /// Sends a request and waits up to `timeout` for one reply.
     ///
     /// # Errors
-    /// [`Error::NoResponders`], [`Error::Timeout`], or a closed connection.
+    /// [`Error::NoResponders`], [`Error::Timeout`], [`Error::InvalidSubject`], or a closed
+    /// connection.
     pub async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes> {
         subject::validate_subject(subject)?;
         match &self.engine {
@@ -285,7 +286,8 @@ impl Bus {
     /// it is durably stored. A repeated `msg_id` inside the dedup window is stored once.
     ///
     /// # Errors
-    /// No stream captures `subject`, or the store did not acknowledge.
+    /// [`Error::NotFound`] if no stream captures `subject`, [`Error::Timeout`] if the store did
+    /// not acknowledge, [`Error::InvalidSubject`].
     pub async fn publish_durable(
         &self,
         subject: &str,
