@@ -6,7 +6,7 @@
 //! Only core behaviour is asserted (admin endpoints, exit codes, logs of `main`), so these
 //! tests hold whatever the services plug into the demo.
 use std::path::Path;
-use std::process::{ExitStatus, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,21 +92,22 @@ impl Running {
         panic!("{url} did not answer {want} within {READY_DEADLINE:?}; last: {last}");
     }
 
-    /// Sends `signal` (e.g. `-INT`) with `kill(1)`, then waits for the exit, which must come
-    /// within the grace period plus a second. Returns the status and the whole log.
-    async fn stop_with(mut self, signal: &str) -> (ExitStatus, Vec<String>) {
+    /// Sends `SIG<name>` with `kill(1)` and asserts what a graceful stop looks like: an exit
+    /// within the grace period (plus a second), code 0, and the signal in the log.
+    async fn stop_cleanly(mut self, name: &str) {
         let pid = self.child.id().expect("still running").to_string();
-        let sent = Command::new("kill").args([signal, &pid]).status().await.expect("run kill");
-        assert!(sent.success(), "kill {signal} {pid} failed");
+        let sent = Command::new("kill").args([&format!("-{name}"), &pid]).status().await;
+        assert!(sent.expect("run kill").success(), "kill -{name} {pid} failed");
         let within = GRACE + Duration::from_secs(1);
         let status = match tokio::time::timeout(within, self.child.wait()).await {
             Ok(status) => status.expect("wait for switchboard"),
-            Err(_) => panic!("no exit within {within:?} after kill {signal}"),
+            Err(_) => panic!("no exit within {within:?} after SIG{name}"),
         };
+        assert_eq!(status.code(), Some(0), "exit after SIG{name}: {status}");
         // The pipe is closed now: the reader ends once it has read the last lines.
         (&mut self.reader).await.expect("log reader");
-        let log = std::mem::take(&mut *self.log.lock().unwrap());
-        (status, log)
+        let logged = format!("SIG{name} received");
+        assert!(self.log_contains(&logged), "the log lacks {logged:?}");
     }
 }
 
@@ -194,9 +195,7 @@ async fn demo_serves_admin_endpoints_and_exits_0_on_sigint() {
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     assert!(data.path().join("switchboard.db").exists(), "the embedded store is in --data-dir");
 
-    let (status, log) = sb.stop_with("-INT").await;
-    assert_eq!(status.code(), Some(0), "exit after SIGINT: {status}");
-    assert!(log.iter().any(|l| l.contains("SIGINT received")), "the signal is logged");
+    sb.stop_cleanly("INT").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,9 +204,7 @@ async fn demo_exits_0_on_sigterm() {
     let port = free_port();
     let mut sb = Running::spawn(demo(data.path(), port));
     sb.wait_for_status(&format!("http://127.0.0.1:{port}/readyz"), 200).await;
-    let (status, log) = sb.stop_with("-TERM").await;
-    assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status}");
-    assert!(log.iter().any(|l| l.contains("SIGTERM received")), "the signal is logged");
+    sb.stop_cleanly("TERM").await;
 }
 
 /// The admin address comes from the TOML file, unless `SWITCHBOARD_ADMIN_ADDR` is set, unless
@@ -235,7 +232,7 @@ async fn config_precedence_is_flag_then_env_then_file() {
     sb.wait_for_status(&format!("http://127.0.0.1:{file_port}/readyz"), 200).await;
     assert!(data.join("switchboard.db").exists(), "[demo] data-dir from the file applies");
     assert!(sb.log_contains(&format!("127.0.0.1:{file_port}")), "the log names the admin address");
-    assert_eq!(sb.stop_with("-INT").await.0.code(), Some(0));
+    sb.stop_cleanly("INT").await;
 
     // File (named by SWITCHBOARD_CONFIG) + env: env wins.
     let mut cmd = switchboard();
@@ -244,7 +241,7 @@ async fn config_precedence_is_flag_then_env_then_file() {
         .arg("demo");
     let mut sb = Running::spawn(cmd);
     sb.wait_for_status(&format!("http://127.0.0.1:{env_port}/readyz"), 200).await;
-    assert_eq!(sb.stop_with("-INT").await.0.code(), Some(0));
+    sb.stop_cleanly("INT").await;
 
     // File + env + flag: the flag wins.
     let mut cmd = switchboard();
@@ -254,5 +251,5 @@ async fn config_precedence_is_flag_then_env_then_file() {
     let mut sb = Running::spawn(cmd);
     sb.wait_for_status(&format!("http://127.0.0.1:{flag_port}/readyz"), 200).await;
     assert!(!sb.log_contains(&format!("127.0.0.1:{env_port}")));
-    assert_eq!(sb.stop_with("-INT").await.0.code(), Some(0));
+    sb.stop_cleanly("INT").await;
 }
