@@ -3,8 +3,12 @@
 //! Every test gets its own cluster, so tests never depend on a server someone left running
 //! and parallel tests cannot see each other's rows. A cluster starts in well under a second:
 //! it is a copy of a template made by `initdb` once per machine, on tmpfs when there is room
-//! (`/dev/shm`), and durability to disk is switched off (`fsync=off`). A process crash (`kill -9`) still loses
-//! nothing that was committed, because commits still reach the OS before they return.
+//! (`/dev/shm`), and durability to disk is switched off (`fsync=off`). A process crash
+//! (`kill -9`) still loses nothing that was committed: commits reach the OS before they
+//! return.
+//!
+//! Overrides: `SWITCHBOARD_PG_BIN` (directory of `initdb`/`postgres`) and
+//! `SWITCHBOARD_PG_TMPDIR` (where clusters are created).
 //!
 //! PostgreSQL refuses to run as root. When the tests run as root, the temp dir is handed to
 //! the `postgres` system user and every PostgreSQL program runs with that user's uid/gid
@@ -12,26 +16,18 @@
 //! postmaster and can be signalled directly.
 use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::free_port;
 
-/// Environment variable naming the directory holding `initdb` and `postgres`; overrides the
-/// search of `PATH` and `/usr/lib/postgresql/*/bin`.
-pub const PG_BIN_ENV: &str = "SWITCHBOARD_PG_BIN";
+mod install;
 
-/// Environment variable naming the directory clusters are created in (default: see
-/// `scratch_root`).
-pub const PG_TMPDIR_ENV: &str = "SWITCHBOARD_PG_TMPDIR";
-/// `/dev/shm` is used only with at least this much room (a cluster is ~35 MB plus its data).
-const SHM_MIN_FREE_KB: u64 = 2 * 1024 * 1024;
+use install::{Owner, find_bin_dir, postgres_user, running_as_root, scratch_root};
 
 /// How long a cluster may take to accept connections before the test fails.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -61,13 +57,6 @@ pub struct PostgresServer {
     child: Option<Child>,
     /// Holds data, sockets and logs; deleted after `Drop::drop` has stopped the server.
     dir: TempDir,
-}
-
-/// The unprivileged user PostgreSQL runs as when we are root.
-#[derive(Clone, Copy)]
-struct Owner {
-    uid: u32,
-    gid: u32,
 }
 
 impl PostgresServer {
@@ -345,96 +334,6 @@ impl Drop for PostgresServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The directory with `initdb`, `postgres` and `createdb`: `$SWITCHBOARD_PG_BIN`, else the
-/// (symlink-resolved) directory of `initdb` on `PATH`, else the newest
-/// `/usr/lib/postgresql/<version>/bin` (Debian puts the server programs only there).
-fn find_bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(PG_BIN_ENV) {
-        return PathBuf::from(dir);
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).map(|d| d.join("initdb")).collect::<Vec<_>>());
-    for initdb in on_path {
-        // /usr/local/bin/initdb may be a symlink into the real bin dir; resolve it so that
-        // postgres and createdb come from the same installation.
-        if let Ok(real) = std::fs::canonicalize(&initdb)
-            && let Some(dir) = real.parent()
-            && dir.join("postgres").is_file()
-            && dir.join("createdb").is_file()
-        {
-            return dir.to_path_buf();
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
-        panic!(
-            "PostgreSQL not found: no initdb on PATH or in /usr/lib/postgresql/*/bin. \
-             Install it (scripts/test.sh does: apt-get install postgresql-15) or set {PG_BIN_ENV}."
-        )
-    })
-}
-
-/// Where clusters live: `$SWITCHBOARD_PG_TMPDIR`, else `/dev/shm` when it is a roomy tmpfs
-/// (no disk writes at all: on a busy CI machine copying a cluster to disk can take seconds),
-/// else the temp dir. Docker's default 64 MB `/dev/shm` is too small, hence the size check.
-fn scratch_root() -> PathBuf {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        if let Some(dir) = std::env::var_os(PG_TMPDIR_ENV) {
-            return PathBuf::from(dir);
-        }
-        let shm_free_kb = Command::new("df")
-            .args(["-Pk", "/dev/shm"])
-            .output()
-            .ok()
-            .and_then(|o| {
-                let out = String::from_utf8(o.stdout).ok()?;
-                out.lines().nth(1)?.split_whitespace().nth(3)?.parse::<u64>().ok()
-            })
-            .unwrap_or(0);
-        if shm_free_kb >= SHM_MIN_FREE_KB {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        }
-    })
-    .clone()
-}
-
-/// Whether we run as root, judged by the owner of a directory we just created (no libc).
-fn running_as_root(fresh_dir: &Path) -> bool {
-    fresh_dir.metadata().is_ok_and(|m| m.uid() == 0)
-}
-
-/// uid/gid of the `postgres` system user (created by the Debian package).
-fn postgres_user() -> Owner {
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .unwrap_or_else(|e| panic!("running id {flag} postgres: {e}"));
-        assert!(
-            out.status.success(),
-            "running as root, but there is no `postgres` user to run PostgreSQL as \
-             (PostgreSQL refuses root; installing postgresql creates the user): {}",
-            text(&out)
-        );
-        text(&out).trim().parse().unwrap_or_else(|e| panic!("id {flag} postgres: {e}"))
-    };
-    Owner { uid: id("-u"), gid: id("-g") }
 }
 
 fn path_str(p: &Path) -> &str {
