@@ -26,6 +26,7 @@ use tempfile::TempDir;
 use crate::free_port;
 
 mod install;
+mod orphan;
 
 use install::{Owner, find_bin_dir, postgres_user, running_as_root, scratch_root};
 
@@ -68,11 +69,14 @@ impl PostgresServer {
     /// user is missing while running as root, or the server does not come up; the message
     /// says which, with the server log.
     pub fn start() -> Self {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| orphan::sweep(&scratch_root()));
         let bin = find_bin_dir();
         let dir = tempfile::Builder::new()
-            .prefix("sb-pg-")
+            .prefix(orphan::DIR_PREFIX)
             .tempdir_in(scratch_root())
             .unwrap_or_else(|e| panic!("creating a temp dir for PostgreSQL: {e}"));
+        orphan::claim(dir.path());
         let owner = running_as_root(dir.path()).then(postgres_user);
         if let Some(o) = owner {
             std::os::unix::fs::chown(dir.path(), Some(o.uid), Some(o.gid))
@@ -188,8 +192,10 @@ impl PostgresServer {
         if template.join("PG_VERSION").is_file() {
             return Some(template);
         }
-        let staging =
-            tempfile::Builder::new().prefix("sb-pg-staging-").tempdir_in(scratch_root()).ok()?;
+        let staging = tempfile::Builder::new()
+            .prefix("switchboard-pg-staging-")
+            .tempdir_in(scratch_root())
+            .ok()?;
         if let Some(o) = self.owner {
             std::os::unix::fs::chown(staging.path(), Some(o.uid), Some(o.gid)).ok()?;
         }
