@@ -13,10 +13,11 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod migration;
 mod store;
 
 pub use error::{Error, Result};
-pub use store::{Backend, Store};
+pub use store::{Backend, DEFAULT_CONNECT_WAIT, Store};
 
 /// Re-exported so services use the same sqlx as the store.
 pub use sqlx;
