@@ -138,3 +138,27 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(port: u16) -> bool {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+    }
+
+    #[test]
+    fn kill_restart_and_drop_control_the_process() {
+        let mut server = NatsServer::start();
+        let port = server.port();
+        assert_eq!(server.url, format!("nats://127.0.0.1:{port}"));
+        assert!(accepts(port), "started server refuses connections");
+        server.kill();
+        assert!(!accepts(port), "killed server still accepts");
+        server.restart();
+        assert!(accepts(port), "restarted server refuses connections");
+        drop(server);
+        assert!(!accepts(port), "dropped server still accepts");
+    }
+}
