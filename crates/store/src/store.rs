@@ -63,6 +63,7 @@ impl Store {
             return Err(Error::UnsupportedUrl(redact(url)));
         };
         store.migrate(&CORE_SQLITE, &CORE_POSTGRES).await?;
+        tracing::info!(url = %redact(url), backend = ?store.backend(), "store connected");
         Ok(store)
     }
 
