@@ -192,6 +192,12 @@ impl PostgresServer {
         if template.join("PG_VERSION").is_file() {
             return Some(template);
         }
+        // Parallel tests of one process build it once; the others wait and copy it.
+        static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+        if template.join("PG_VERSION").is_file() {
+            return Some(template);
+        }
         let staging = tempfile::Builder::new()
             .prefix("switchboard-pg-staging-")
             .tempdir_in(scratch_root())
