@@ -104,8 +104,12 @@ impl Running {
             Err(_) => panic!("no exit within {within:?} after SIG{name}"),
         };
         assert_eq!(status.code(), Some(0), "exit after SIG{name}: {status}");
-        // The pipe is closed now: the reader ends once it has read the last lines.
-        (&mut self.reader).await.expect("log reader");
+        // The pipe is closed now (unless a grandchild inherited it): the reader ends once it
+        // has read the last lines.
+        tokio::time::timeout(Duration::from_secs(5), &mut self.reader)
+            .await
+            .expect("stderr closes when switchboard exits")
+            .expect("log reader");
         let logged = format!("SIG{name} received");
         assert!(self.log_contains(&logged), "the log lacks {logged:?}");
     }
