@@ -273,3 +273,80 @@ async fn config_precedence_is_flag_then_env_then_file() {
     assert!(reqwest::get(env_addr).await.is_err(), "nothing listens on the env's address");
     sb.stop_cleanly("INT").await;
 }
+
+/// The configuration contract: every flag of every command reads `SWITCHBOARD_<FLAG>` (the
+/// TOML file's precedence relies on that exact name) and has a doc comment for `--help`.
+/// Walks the whole command tree through `--help`, so new roles are checked as they land.
+#[tokio::test]
+async fn every_flag_of_every_command_has_its_env_var_and_a_description() {
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    let (mut checked, mut problems) = (0, Vec::new());
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = stdout(&run(&args).await);
+        let command = format!("switchboard {}", path.join(" ")).trim_end().to_owned();
+        for (flag, body) in option_blocks(&help) {
+            checked += 1;
+            let env = format!("[env: SWITCHBOARD_{}", flag.replace('-', "_").to_uppercase());
+            if !body.contains(&env) {
+                problems.push(format!("{command} --{flag}: no {env}=…]"));
+            }
+            if body.trim_start().starts_with('[') || body.trim().is_empty() {
+                problems.push(format!("{command} --{flag}: no description"));
+            }
+        }
+        pending.extend(subcommands(&help).into_iter().map(|sub| {
+            let mut deeper = path.clone();
+            deeper.push(sub);
+            deeper
+        }));
+    }
+    assert!(checked >= 10, "the walk found only {checked} flags: is the help format different?");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `(flag, text below it)` for each `--flag` of a long `--help`, except help/version. Flag
+/// lines are indented by at most 6 spaces (`  -h, --help`, `      --listen <LISTEN>`), their
+/// descriptions by 10.
+fn option_blocks(help: &str) -> Vec<(String, String)> {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut in_options = false;
+    for line in help.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            in_options = line == "Options:";
+            continue;
+        }
+        if !in_options {
+            continue;
+        }
+        let text = line.trim_start();
+        let indent = line.len() - text.len();
+        match text.split_once("--") {
+            Some((short, rest)) if indent <= 6 && text.starts_with('-') && short.len() <= 4 => {
+                let name = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-');
+                blocks.push((name.collect(), String::new()));
+            }
+            _ => {
+                if let Some((_, body)) = blocks.last_mut() {
+                    body.push_str(text);
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    blocks.retain(|(flag, _)| flag != "help" && flag != "version");
+    blocks
+}
+
+/// Subcommand names listed under `Commands:` (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
