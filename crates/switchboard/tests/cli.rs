@@ -1,7 +1,8 @@
 //! End-to-end tests of the binary's core behaviour, on the real executable: `--help` and
 //! `--version`, exit code 64 for bad flags and bad config files, the admin endpoints of
-//! `switchboard demo`, graceful exit 0 on SIGINT/SIGTERM, and the config precedence
-//! flag > env > TOML file.
+//! `switchboard demo`, graceful exit 0 on SIGINT/SIGTERM, exit 1 on a runtime failure, the
+//! config precedence flag > env > TOML file, and the flag contract (every flag of every
+//! command has its `SWITCHBOARD_*` variable and a description).
 //!
 //! Only core behaviour is asserted (admin endpoints, exit codes, logs of `main`), so these
 //! tests hold whatever the services plug into the demo.
