@@ -63,6 +63,7 @@ impl Store {
             return Err(Error::UnsupportedUrl(redact(url)));
         };
         store.migrate(&CORE_SQLITE, &CORE_POSTGRES).await?;
+        tracing::info!(url = %redact(url), backend = ?store.backend(), "store connected");
         Ok(store)
     }
 
@@ -192,15 +193,23 @@ fn server_starting(e: &sqlx::Error) -> bool {
     }
 }
 
-/// `url` without its password, for error messages and logs.
+/// `url` without its password (`user:pass@` or `?password=`), for error messages and logs.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
             let user = creds.split(':').next().unwrap_or("");
             format!("{}://{}@{}", &url[..s], user, &url[at + 1..])
         }
         _ => url.to_owned(),
+    };
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let kept: Vec<&str> =
+                query.split('&').filter(|kv| !kv.starts_with("password=")).collect();
+            if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
+        }
+        None => url,
     }
 }
 
@@ -213,5 +222,11 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u@h:5/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact("mysql://u:p@h/db"), "mysql://u@h/db");
+        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://h/db?password=x&sslmode=require"),
+            "postgres://h/db?sslmode=require"
+        );
+        assert_eq!(redact("postgres://h/db?password=x"), "postgres://h/db");
     }
 }

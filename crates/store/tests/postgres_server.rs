@@ -63,6 +63,9 @@ async fn kill9_loses_no_committed_row_and_the_pool_recovers() {
     })
     .await
     .unwrap();
+    // `restart` returned: the server accepts connections now, without any waiting.
+    let fresh = Store::connect_within(&pg.url, Duration::ZERO).await;
+    fresh.expect("accepting connections once restart returns").close().await;
     // Same pool: its dead connections are detected and replaced.
     assert_eq!(pg_count(&store, "SELECT COUNT(*) FROM t").await, 500);
     store.close().await;

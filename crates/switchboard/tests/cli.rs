@@ -1,7 +1,8 @@
 //! End-to-end tests of the binary's core behaviour, on the real executable: `--help` and
 //! `--version`, exit code 64 for bad flags and bad config files, the admin endpoints of
-//! `switchboard demo`, graceful exit 0 on SIGINT/SIGTERM, and the config precedence
-//! flag > env > TOML file.
+//! `switchboard demo`, graceful exit 0 on SIGINT/SIGTERM, exit 1 on a runtime failure, the
+//! config precedence flag > env > TOML file, and the flag contract (every flag of every
+//! command has its `SWITCHBOARD_*` variable and a description).
 //!
 //! Only core behaviour is asserted (admin endpoints, exit codes, logs of `main`), so these
 //! tests hold whatever the services plug into the demo.
@@ -104,8 +105,12 @@ impl Running {
             Err(_) => panic!("no exit within {within:?} after SIG{name}"),
         };
         assert_eq!(status.code(), Some(0), "exit after SIG{name}: {status}");
-        // The pipe is closed now: the reader ends once it has read the last lines.
-        (&mut self.reader).await.expect("log reader");
+        // The pipe is closed now (unless a grandchild inherited it): the reader ends once it
+        // has read the last lines.
+        tokio::time::timeout(Duration::from_secs(5), &mut self.reader)
+            .await
+            .expect("stderr closes when switchboard exits")
+            .expect("log reader");
         let logged = format!("SIG{name} received");
         assert!(self.log_contains(&logged), "the log lacks {logged:?}");
     }
@@ -177,6 +182,22 @@ async fn bad_config_files_exit_64_with_a_clear_message() {
     assert!(stderr(&out).contains("forever"), "{}", stderr(&out));
 }
 
+#[tokio::test]
+async fn runtime_failure_exits_1_with_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "a file where a directory should be").unwrap();
+    let data_dir = file.join("data");
+    let out = switchboard()
+        .args(["demo", "--admin-addr", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let msg = stderr(&out);
+    assert!(msg.contains("error:") && msg.contains("plain-file"), "names the path: {msg}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_admin_endpoints_and_exits_0_on_sigint() {
     let data = tempfile::tempdir().unwrap();
@@ -231,7 +252,6 @@ async fn config_precedence_is_flag_then_env_then_file() {
     let mut sb = Running::spawn(cmd);
     sb.wait_for_status(&format!("http://127.0.0.1:{file_port}/readyz"), 200).await;
     assert!(data.join("switchboard.db").exists(), "[demo] data-dir from the file applies");
-    assert!(sb.log_contains(&format!("127.0.0.1:{file_port}")), "the log names the admin address");
     sb.stop_cleanly("INT").await;
 
     // File (named by SWITCHBOARD_CONFIG) + env: env wins.
@@ -250,6 +270,84 @@ async fn config_precedence_is_flag_then_env_then_file() {
         .args(["--admin-addr", &format!("127.0.0.1:{flag_port}"), "demo"]);
     let mut sb = Running::spawn(cmd);
     sb.wait_for_status(&format!("http://127.0.0.1:{flag_port}/readyz"), 200).await;
-    assert!(!sb.log_contains(&format!("127.0.0.1:{env_port}")));
+    let env_addr = format!("http://127.0.0.1:{env_port}/healthz");
+    assert!(reqwest::get(env_addr).await.is_err(), "nothing listens on the env's address");
     sb.stop_cleanly("INT").await;
+}
+
+/// The configuration contract: every flag of every command reads `SWITCHBOARD_<FLAG>` (the
+/// TOML file's precedence relies on that exact name) and has a doc comment for `--help`.
+/// Walks the whole command tree through `--help`, so new roles are checked as they land.
+#[tokio::test]
+async fn every_flag_of_every_command_has_its_env_var_and_a_description() {
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    let (mut checked, mut problems) = (0, Vec::new());
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = stdout(&run(&args).await);
+        let command = format!("switchboard {}", path.join(" ")).trim_end().to_owned();
+        for (flag, body) in option_blocks(&help) {
+            checked += 1;
+            let env = format!("[env: SWITCHBOARD_{}", flag.replace('-', "_").to_uppercase());
+            if !body.contains(&env) {
+                problems.push(format!("{command} --{flag}: no {env}=…]"));
+            }
+            if body.trim_start().starts_with('[') || body.trim().is_empty() {
+                problems.push(format!("{command} --{flag}: no description"));
+            }
+        }
+        pending.extend(subcommands(&help).into_iter().map(|sub| {
+            let mut deeper = path.clone();
+            deeper.push(sub);
+            deeper
+        }));
+    }
+    assert!(checked >= 10, "the walk found only {checked} flags: is the help format different?");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `(flag, text below it)` for each `--flag` of a long `--help`, except help/version. Flag
+/// lines are indented by at most 6 spaces (`  -h, --help`, `      --listen <LISTEN>`), their
+/// descriptions by 10.
+fn option_blocks(help: &str) -> Vec<(String, String)> {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut in_options = false;
+    for line in help.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            in_options = line == "Options:";
+            continue;
+        }
+        if !in_options {
+            continue;
+        }
+        let text = line.trim_start();
+        let indent = line.len() - text.len();
+        match text.split_once("--") {
+            Some((short, rest)) if indent <= 6 && text.starts_with('-') && short.len() <= 4 => {
+                let name = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-');
+                blocks.push((name.collect(), String::new()));
+            }
+            _ => {
+                if let Some((_, body)) = blocks.last_mut() {
+                    body.push_str(text);
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    blocks.retain(|(flag, _)| flag != "help" && flag != "version");
+    blocks
+}
+
+/// Subcommand names listed under `Commands:` (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
 }

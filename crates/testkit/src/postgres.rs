@@ -192,6 +192,12 @@ impl PostgresServer {
         if template.join("PG_VERSION").is_file() {
             return Some(template);
         }
+        // Parallel tests of one process build it once; the others wait and copy it.
+        static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+        if template.join("PG_VERSION").is_file() {
+            return Some(template);
+        }
         let staging = tempfile::Builder::new()
             .prefix("switchboard-pg-staging-")
             .tempdir_in(scratch_root())
@@ -290,7 +296,7 @@ impl PostgresServer {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(format!("postgres exited with {status}:\n{log}"));
             }
-            if self.accepts_connections() {
+            if self.accepts_connections(child.id()) {
                 return Ok(child);
             }
             if Instant::now() > deadline {
@@ -303,11 +309,16 @@ impl PostgresServer {
         }
     }
 
-    /// The postmaster writes its state into line 8 of `postmaster.pid`; `ready` means it
-    /// accepts connections (crash recovery, if any, is over).
-    fn accepts_connections(&self) -> bool {
-        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
-            .is_ok_and(|pid_file| pid_file.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
+    /// The postmaster writes its pid into line 1 of `postmaster.pid` and its state into line 8;
+    /// `ready` means it accepts connections (crash recovery, if any, is over). The pid check
+    /// matters after `kill9`: the dead postmaster's file still says `ready`.
+    fn accepts_connections(&self, pid: u32) -> bool {
+        let Ok(pid_file) = std::fs::read_to_string(self.data_dir().join("postmaster.pid")) else {
+            return false;
+        };
+        let mut lines = pid_file.lines();
+        lines.next().is_some_and(|l| l.trim() == pid.to_string())
+            && lines.nth(6).is_some_and(|l| l.trim() == "ready")
     }
 
     /// Runs `program` to completion as the right user.
