@@ -35,12 +35,12 @@ pub struct Args {
     pub listen: SocketAddr,
 
     /// Base URL of the job server (`http://host:port`); `/start` is appended unless present.
-    #[arg(long, env = "SWITCHBOARD_UPSTREAM")]
+    #[arg(long, env = "SWITCHBOARD_UPSTREAM", value_parser = checked_upstream)]
     pub upstream: String,
 
     /// URL the job server uses to reach this proxy; callbacks go to
     /// `<public-url>/callback/<token>`. Default: `http://<listen address>`.
-    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL", value_parser = checked_public_url)]
     pub public_url: Option<String>,
 
     /// How long a held request may wait for its job (start included) before a 504.
@@ -138,6 +138,17 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     ctx.health.set_ready("jobproxy", true);
     tracing::info!(%addr, upstream = %args.upstream, public_url = %proxy.public_url, "jobproxy listening");
     Ok(ProxyHandle { addr, waiters: Arc::clone(&proxy.waiters) })
+}
+
+/// Rejects a bad `--upstream` while parsing flags (so the binary exits 64).
+fn checked_upstream(url: &str) -> Result<String, String> {
+    Target::parse(url).map(|_| url.to_owned()).map_err(|e| e.to_string())
+}
+
+/// Rejects a bad `--public-url` while parsing flags (so the binary exits 64).
+fn checked_public_url(url: &str) -> Result<String, String> {
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    public_url(Some(url), unspecified).map_err(|e| e.to_string())
 }
 
 fn public_url(given: Option<&str>, addr: SocketAddr) -> Result<String> {
