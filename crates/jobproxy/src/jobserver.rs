@@ -76,6 +76,23 @@ pub struct JobServerArgs {
     pub faults: Faults,
 }
 
+impl JobServerArgs {
+    /// Defaults on an ephemeral loopback port with the given job time (demo and bench).
+    pub fn loopback(job_time: Duration) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            job_time,
+            latency: Duration::ZERO,
+            callback_attempts: 5,
+            callback_backoff: Duration::from_millis(100),
+            callback_timeout: Duration::from_secs(5),
+            callback_concurrency: 256,
+            max_jobs: 100_000,
+            faults: Faults::default(),
+        }
+    }
+}
+
 /// A running simulator.
 #[derive(Clone)]
 pub struct JobServer {
@@ -121,7 +138,9 @@ impl JobServer {
             .map_err(|source| Error::Bind { addr: args.listen, source })?;
         let addr = listener.local_addr()?;
         let courier = Courier {
-            client: reqwest::Client::builder().build()?,
+            // Idle callback connections are closed after a while, as real servers do; a
+            // 90 s default would keep hundreds of the proxy's sockets open after a burst.
+            client: reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(3)).build()?,
             attempts: args.callback_attempts,
             backoff: args.callback_backoff,
             timeout: args.callback_timeout,

@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
-    /// Most requests held at once; further ones are shed with 503.
+    /// Most requests in flight at once (held or passing through); further ones get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_HELD", default_value_t = 20_000)]
     pub max_held: usize,
 
@@ -187,15 +187,16 @@ impl Proxy {
             return Err(Failure::Draining);
         }
         let request = StartRequest::parse(&body).map_err(Failure::BadRequest)?;
+        // Passthroughs count too: each one may open an account link upstream.
+        let _permit = self.held_limit.try_acquire().map_err(|_| {
+            metrics::counter!("jobproxy_shed_total", "bound" => "max_held").increment(1);
+            Failure::Shed("max_held")
+        })?;
         if !request.wait {
             let answer = self.upstream.start(&request.account, body).await?;
             count("passthrough");
             return Ok(passthrough(answer));
         }
-        let _permit = self.held_limit.try_acquire().map_err(|_| {
-            metrics::counter!("jobproxy_shed_total", "bound" => "max_held").increment(1);
-            Failure::Shed("max_held")
-        })?;
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + self.deadline);
         let (hold, report) = self.waiters.hold();

@@ -296,3 +296,39 @@ async fn shutdown_refuses_new_jobs_but_lets_held_ones_finish() {
     );
     ctx.drain(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn requests_beyond_the_bounds_are_shed_with_503() {
+    let ctx = Ctx::new();
+    let slow = sim(&ctx, &["--latency", "1s", "--job-time", "10ms"]).await;
+    let p = proxy(&ctx, slow.addr(), &["--account-queue", "1"]).await;
+    let first = tokio::spawn({
+        let p = p.clone();
+        async move { job(&p).await }
+    });
+    // The link has taken the first start off its queue once it has connected upstream.
+    assert!(eventually(Duration::from_secs(2), || slow.connections() == 1).await);
+    let (a, b) = tokio::join!(job(&p), job(&p));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 503], "one queued behind the first, one shed");
+    let shed = if a.0 == 503 { a.1 } else { b.1 };
+    assert!(json_of(&shed)["reason"].as_str().unwrap().contains("account_queue"));
+    assert_eq!(first.await.unwrap().0, 200);
+
+    let busy = sim(&ctx, &["--job-time", "10s"]).await;
+    let p = proxy(&ctx, busy.addr(), &["--max-held", "2"]).await;
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { job(&p).await })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(2), || p.held() == 2).await);
+    let (status, body) = job(&p).await;
+    assert_eq!(status, 503);
+    assert!(json_of(&body)["reason"].as_str().unwrap().contains("max_held"));
+    held.iter().for_each(tokio::task::JoinHandle::abort);
+    assert!(eventually(Duration::from_secs(2), || p.held() == 0).await);
+    ctx.drain(Duration::from_secs(5)).await;
+}
