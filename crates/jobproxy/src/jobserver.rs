@@ -266,18 +266,22 @@ impl Sim {
             tracing::info!(id, "injected fault: callback not sent");
             return;
         }
-        let body = Bytes::from(self.report(&account, id, started_at).to_string());
+        let report = self.report(&account, id, started_at);
+        let body = match serde_json::to_vec(&report) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return tracing::error!(error = %e, "cannot encode a report"),
+        };
         let copies = if roll(self.faults.duplicate_callback_rate) { 2 } else { 1 };
         for _ in 0..copies {
             self.courier.deliver(&callback, body.clone()).await;
         }
     }
 
-    fn report(&self, account: &str, id: String, started_at: String) -> serde_json::Value {
+    fn report(&self, account: &str, id: String, started_at: String) -> Report {
         let failed = roll(self.faults.failed_job_rate);
         let proof = (!failed).then(|| proof(account, &id, &started_at));
         let state = if failed { "failed" } else { "completed" };
-        serde_json::json!(Report { id, state, started_at: Some(started_at), proof })
+        Report { id, state, started_at: Some(started_at), proof }
     }
 }
 

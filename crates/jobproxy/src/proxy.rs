@@ -20,6 +20,8 @@ use switchboard_core::Ctx;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::failure::Failure;
 use crate::job::{ReportHead, StartRequest};
@@ -176,7 +178,8 @@ pub(crate) fn router(proxy: Arc<Proxy>, max_body: usize) -> Router {
 
 async fn start_job(State(proxy): State<Arc<Proxy>>, body: Bytes) -> Result<Response, Failure> {
     let watch = ClientWatch::armed();
-    let result = proxy.start_job(body).await;
+    let span = tracing::info_span!("jobproxy.start", account = Empty, token = Empty, job = Empty);
+    let result = proxy.start_job(body).instrument(span).await;
     watch.disarm();
     result
 }
@@ -187,6 +190,7 @@ impl Proxy {
             return Err(Failure::Draining);
         }
         let request = StartRequest::parse(&body).map_err(Failure::BadRequest)?;
+        Span::current().record("account", request.account.as_str());
         // Passthroughs count too: each one may open an account link upstream.
         let _permit = self.held_limit.try_acquire().map_err(|_| {
             metrics::counter!("jobproxy_shed_total", "bound" => "max_held").increment(1);
@@ -200,6 +204,7 @@ impl Proxy {
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + self.deadline);
         let (hold, report) = self.waiters.hold();
+        Span::current().record("token", tracing::field::display(hold.token()));
         let account = request.account.clone();
         let callback = format!("{}/callback/{}", self.public_url, hold.token());
         let started = tokio::time::timeout_at(
@@ -209,6 +214,7 @@ impl Proxy {
         .await
         .map_err(|_| Failure::CallbackTimeout(self.deadline))??;
         let head = accepted(&started)?;
+        Span::current().record("job", head.id.as_str());
         if head.state == "completed" || head.state == "failed" {
             // The job server finished at once (it ignored wait:false): that is the report.
             count("ok");

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::header::CONNECTION;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use clap::Parser;
 use harness::sim;
@@ -94,14 +96,16 @@ async fn root_path_works_and_accounts_get_their_own_connections() {
 
 /// A scripted job server: reports every start's callback URL on `tx`, answers
 /// `{"state":"running","id":"abc"}` and, when `early` is set, first POSTs `early` to the
-/// callback and reports that POST's status.
+/// callback and reports that POST's status. With `close`, it closes every connection after
+/// answering (as a job server with keep-alive disabled would).
 #[derive(Clone)]
 struct Scripted {
     tx: mpsc::Sender<(String, Option<u16>)>,
     early: Option<&'static str>,
+    close: bool,
 }
 
-async fn scripted_start(State(s): State<Scripted>, body: String) -> String {
+async fn scripted_start(State(s): State<Scripted>, body: String) -> Response {
     let start: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(start["wait"], false, "the proxy must start jobs asynchronously");
     let callback = start["callback"].as_str().unwrap().to_owned();
@@ -111,16 +115,22 @@ async fn scripted_start(State(s): State<Scripted>, body: String) -> String {
         status = Some(res.status().as_u16());
     }
     s.tx.send((callback, status)).await.unwrap();
-    r#"{"state":"running","id":"abc"}"#.into()
+    let running = r#"{"state":"running","id":"abc"}"#;
+    if s.close {
+        ([(CONNECTION, "close")], running).into_response()
+    } else {
+        running.into_response()
+    }
 }
 
 async fn scripted(
     ctx: &Ctx,
     early: Option<&'static str>,
+    close: bool,
 ) -> (SocketAddr, mpsc::Receiver<(String, Option<u16>)>) {
     let (tx, rx) = mpsc::channel(16);
-    let app =
-        Router::new().route("/start", post(scripted_start)).with_state(Scripted { tx, early });
+    let state = Scripted { tx, early, close };
+    let app = Router::new().route("/start", post(scripted_start)).with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = ctx.shutdown.clone();
@@ -135,7 +145,7 @@ async fn a_callback_that_beats_the_start_response_is_delivered_byte_for_byte() {
     let ctx = Ctx::new();
     // Odd spacing, key order and an extra field: the client must get exactly these bytes.
     let report = "{ \"proof\":\"E850A3B7C2D1E0F9A8B7C6D5E4F3A2B1C0D9E8DC\",\n\t\"id\":\"abc\", \"state\":\"completed\", \"x\":1 }";
-    let (upstream, mut starts) = scripted(&ctx, Some(report)).await;
+    let (upstream, mut starts) = scripted(&ctx, Some(report), false).await;
     let p = proxy(&ctx, upstream, &[]).await;
     let url = format!("http://{}/start", p.addr);
     let client = call(&url, json!({"account": "a", "wait": true}));
@@ -151,7 +161,7 @@ async fn a_callback_that_beats_the_start_response_is_delivered_byte_for_byte() {
 #[tokio::test]
 async fn forged_mismatched_duplicate_and_invalid_callbacks_are_refused() {
     let ctx = Ctx::new();
-    let (upstream, mut starts) = scripted(&ctx, None).await;
+    let (upstream, mut starts) = scripted(&ctx, None, false).await;
     let p = proxy(&ctx, upstream, &[]).await;
     let url = format!("http://{}/start", p.addr);
     let client =
@@ -330,5 +340,19 @@ async fn requests_beyond_the_bounds_are_shed_with_503() {
     assert!(json_of(&body)["reason"].as_str().unwrap().contains("max_held"));
     held.iter().for_each(tokio::task::JoinHandle::abort);
     assert!(eventually(Duration::from_secs(2), || p.held() == 0).await);
+    ctx.drain(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_link_reconnects_when_the_job_server_closes_its_connection() {
+    let ctx = Ctx::new();
+    let report = r#"{"id":"abc","state":"completed"}"#;
+    let (upstream, mut starts) = scripted(&ctx, Some(report), true).await;
+    let p = proxy(&ctx, upstream, &[]).await;
+    for _ in 0..3 {
+        let (answer, start) = tokio::join!(job(&p), starts.recv());
+        assert_eq!(start.unwrap().1, Some(202));
+        assert_eq!((answer.0, answer.1.as_slice()), (200, report.as_bytes()));
+    }
     ctx.drain(Duration::from_secs(5)).await;
 }
