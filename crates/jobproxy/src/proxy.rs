@@ -201,18 +201,20 @@ impl Proxy {
             count("passthrough");
             return Ok(passthrough(answer));
         }
+        // Bytes may share the connection's read buffer: do not keep it alive while held.
+        drop(body);
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + self.deadline);
         let (hold, report) = self.waiters.hold();
         Span::current().record("token", tracing::field::display(hold.token()));
         let account = request.account.clone();
-        let callback = format!("{}/callback/{}", self.public_url, hold.token());
-        let started = tokio::time::timeout_at(
-            deadline,
-            self.upstream.start(&account, request.into_async(&callback)),
-        )
-        .await
-        .map_err(|_| Failure::CallbackTimeout(self.deadline))??;
+        let upstream_body =
+            request.into_async(&format!("{}/callback/{}", self.public_url, hold.token()));
+        let started =
+            tokio::time::timeout_at(deadline, self.upstream.start(&account, upstream_body))
+                .await
+                .map_err(|_| Failure::CallbackTimeout(self.deadline))??;
+        drop(account);
         let head = accepted(&started)?;
         Span::current().record("job", head.id.as_str());
         if head.state == "completed" || head.state == "failed" {
@@ -220,6 +222,7 @@ impl Proxy {
             count("ok");
             return Ok(report_response(started.body));
         }
+        drop(started);
         if let Some(parked) = self.waiters.started(hold.token(), &head.id) {
             parked.count();
         }
