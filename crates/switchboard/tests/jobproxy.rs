@@ -89,7 +89,7 @@ async fn fifty_jobs_pass_through_the_proxy_well_inside_five_seconds() {
         .lines()
         .find_map(|l| l.strip_prefix("Total Duration: ")?.strip_suffix('s')?.parse().ok())
         .expect("a total duration");
-    assert!(total < 2.0, "50 jobs of 0.5 s took {total} s");
+    assert!(total < 3.0, "50 jobs of 0.5 s took {total} s, not well inside 5 s");
 
     assert_eq!(sim.metric("jobserver_connections_total").await, 1.0, "one upstream socket");
     assert_eq!(proxy.metric("jobproxy_held_requests").await, 0.0);
