@@ -1,0 +1,219 @@
+//! The Attach RPC, the console's gRPC side: agents attach here. Every attach is authenticated (shared
+//! token), bounded (agent count, message size, reply rate) and validated (hello first, name
+//! syntax, no duplicate names) before the agent joins the [`Fleet`].
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt as _};
+use switchboard_core::Ctx;
+use tokio::sync::Semaphore;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fleet::{self, Fleet};
+use crate::proto::control_server::{Control, ControlServer};
+use crate::proto::{AgentMessage, AgentState, Command, agent_message};
+use crate::rate::RateLimit;
+use crate::{Error, Result};
+
+/// How long a new stream may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest agent name.
+const MAX_NAME: usize = 64;
+
+/// Limits the console applies to attaching agents.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Shared secret agents must present as `authorization: Bearer <token>`.
+    pub token: String,
+    /// Agents attached at once at most.
+    pub max_agents: usize,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Replies per second accepted from one agent; an agent above it is disconnected.
+    pub reply_rate: f64,
+}
+
+/// Checks an agent name: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+///
+/// # Errors
+/// Says what is wrong with the name.
+pub(crate) fn check_name(name: &str) -> Result<&str, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_NAME || !name.chars().all(ok) {
+        return Err(format!(
+            "agent name must be 1-{MAX_NAME} characters of A-Z a-z 0-9 . _ - (got {} bytes)",
+            name.len()
+        ));
+    }
+    Ok(name)
+}
+
+/// Binds `addr` and serves the Control service until `ctx.shutdown`; returns the bound address.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Result<SocketAddr> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let max = gate.max_message_bytes;
+    let service = ControlService {
+        slots: Arc::new(Semaphore::new(gate.max_agents)),
+        gate: Arc::new(gate),
+        fleet,
+        ctx: ctx.clone(),
+    };
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .tcp_nodelay(true)
+        .add_service(
+            ControlServer::new(service)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        );
+    let shutdown = ctx.shutdown.clone();
+    ctx.spawn(async move {
+        let incoming = TcpListenerStream::new(listener);
+        if let Err(e) =
+            server.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+        {
+            tracing::error!(error = %e, "control gRPC server failed");
+        }
+    });
+    tracing::info!(listen = %local, "control console accepting agents");
+    Ok(local)
+}
+
+struct ControlService {
+    gate: Arc<Gate>,
+    slots: Arc<Semaphore>,
+    fleet: Fleet,
+    ctx: Ctx,
+}
+
+impl ControlService {
+    fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(presented.as_bytes(), self.gate.token.as_bytes()) {
+            Ok(())
+        } else {
+            metrics::counter!("control_server_auth_failures_total").increment(1);
+            Err(Status::unauthenticated("missing or wrong token"))
+        }
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    diff == 0 && a.len() == b.len()
+}
+
+type CommandStream = Pin<Box<dyn Stream<Item = Result<Command, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    type AttachStream = CommandStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<CommandStream>, Status> {
+        let peer = request.remote_addr();
+        if let Err(s) = self.authenticate(request.metadata()) {
+            tracing::warn!(?peer, "agent refused: missing or wrong token");
+            return Err(s);
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            metrics::counter!("control_server_shed_total", "queue" => "agents").increment(1);
+            tracing::warn!(?peer, max = self.gate.max_agents, "agent refused: console full");
+            return Err(Status::resource_exhausted(format!(
+                "the console serves at most {} agents",
+                self.gate.max_agents
+            )));
+        };
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage { kind: Some(agent_message::Kind::Hello(h)) }))) => h,
+            Ok(Err(s)) => return Err(s),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 5 s")),
+            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        let name = check_name(&hello.name).map_err(Status::invalid_argument)?.to_owned();
+        let state = AgentState::try_from(hello.state).unwrap_or(AgentState::Unspecified);
+        let attachment = self.fleet.attach(&name, state).map_err(Status::already_exists)?;
+        tracing::info!(agent = %name, ?peer, ?state, "agent attached");
+
+        let fleet = self.fleet.clone();
+        let shutdown = self.ctx.shutdown.clone();
+        let rate = self.gate.reply_rate;
+        let session = attachment.session;
+        let pending = attachment.pending;
+        self.ctx.spawn(async move {
+            let mut limit =
+                RateLimit::new(rate, (rate * 2.0).min(f64::from(u32::MAX)) as u32, Instant::now());
+            let reason = loop {
+                let msg = tokio::select! {
+                    () = shutdown.cancelled() => break "console shutting down".to_owned(),
+                    m = inbound.message() => m,
+                };
+                let reply = match msg {
+                    Ok(Some(AgentMessage { kind: Some(agent_message::Kind::Reply(r)) })) => r,
+                    Ok(Some(_)) => {
+                        metrics::counter!("control_server_bad_messages_total").increment(1);
+                        tracing::warn!(agent = %name, "unexpected message from agent skipped");
+                        continue;
+                    }
+                    Ok(None) => break "agent closed the stream".to_owned(),
+                    Err(s) => break format!("stream error: {}", s.message()),
+                };
+                if !limit.try_take(Instant::now()) {
+                    metrics::counter!("control_server_shed_total", "queue" => "agent_flood")
+                        .increment(1);
+                    break format!("more than {rate} replies/s: disconnected");
+                }
+                if let Ok(s) = AgentState::try_from(reply.state) {
+                    fleet.set_state(&name, session, s);
+                }
+                if !fleet::route(&pending, reply) {
+                    metrics::counter!("control_server_unknown_replies_total").increment(1);
+                    tracing::debug!(agent = %name, "reply to no pending command skipped");
+                }
+            };
+            fleet.detach(&name, session);
+            drop(permit);
+            tracing::info!(agent = %name, %reason, "agent detached");
+        });
+        let commands = ReceiverStream::new(attachment.commands).map(Ok);
+        Ok(Response::new(Box::pin(commands)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("agent-1.eu_west").is_ok());
+        for bad in ["", "a b", "x\n", "ä", &"n".repeat(65), "../etc"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret-longer"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
