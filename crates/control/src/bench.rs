@@ -164,7 +164,8 @@ async fn attached(fleet: &Fleet, n: usize, timeout: Duration) -> Result<()> {
 }
 
 fn spawn_agent(ctx: &Ctx, url: &str, name: &str, token: &str) {
-    let args = AgentArgs::local(url, name, token);
+    // The bench measures latency, not the agents' command rate limit: lift it.
+    let args = AgentArgs { rate: 1e9, burst: 1_000_000, ..AgentArgs::local(url, name, token) };
     let agent_ctx = ctx.clone();
     ctx.spawn(async move { agent::run(args, agent_ctx).await });
 }
