@@ -16,7 +16,7 @@ use crate::fleet::Fleet;
 use crate::op::{Limits, Op, Refusal};
 use crate::proto::{AgentState, RefusalCode, Reply, reply};
 
-pub(crate) use input::{Printer, Source, spawn_input};
+pub(crate) use input::{Input, Printer, Source, spawn_input};
 use line::{HELP, Line, Target, parse, split_script};
 
 /// Longest text from an agent the console prints; agents are untrusted.

@@ -45,10 +45,11 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
         ),
     ];
     if std::io::stdin().is_terminal() {
-        let (lines, out) = spawn_input(Source::Stdin, fleet.clone())?;
+        let input = spawn_input(Source::Stdin, fleet.clone())?;
+        let out = input.printer.clone();
         let console = Console::new(fleet, out, Duration::from_secs(5), Duration::from_secs(60));
         let console_ctx = ctx.clone();
-        ctx.spawn(async move { server::drive(console, lines, &console_ctx).await });
+        ctx.spawn(async move { server::drive(console, input, &console_ctx).await });
         endpoints.push(Endpoint::new(
             "control",
             "console: type commands here",

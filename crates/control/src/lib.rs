@@ -35,7 +35,6 @@ use switchboard_core::{Ctx, Endpoint};
 pub use agent::{AgentArgs, Exit};
 pub use bench::BenchArgs;
 pub use error::{Error, Result};
-pub use op::{Limits, Op, Refusal};
 pub use server::ServerArgs;
 
 /// `switchboard control <role>`.

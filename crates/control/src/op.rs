@@ -190,6 +190,24 @@ mod tests {
         assert_eq!(r.to_string().split(':').next(), Some("refused (unknown_command)"));
     }
 
+    proptest::proptest! {
+        /// Fuzz: any x and any text are either accepted exactly when valid, or refused with
+        /// a reason — never a panic.
+        #[test]
+        fn arbitrary_calculate_is_accepted_iff_valid(
+            x in proptest::num::f64::ANY,
+            msg in proptest::prelude::any::<String>(),
+        ) {
+            let limits = Limits { max_x: 100.0, max_msg_bytes: 16 };
+            let valid = x.is_finite() && (0.0..=100.0).contains(&x) && msg.len() <= 16
+                && !msg.chars().any(char::is_control);
+            match Op::calculate(x, msg, &limits) {
+                Ok(_) => proptest::prop_assert!(valid),
+                Err(r) => proptest::prop_assert!(!valid && !r.reason.is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn wire_round_trip() {
         for op in [

@@ -7,7 +7,7 @@ use std::time::Duration;
 use switchboard_core::Ctx;
 
 use crate::attach::{self, Gate};
-use crate::console::{Console, Flow, Source, spawn_input};
+use crate::console::{Console, Flow, Input, Source, spawn_input};
 use crate::fleet::Fleet;
 use crate::{Error, Result};
 
@@ -107,9 +107,10 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
         (None, true) => Source::Editor(args.history.clone()),
         (None, false) => Source::Stdin,
     };
-    let (lines, out) = spawn_input(source, fleet.clone())?;
-    let console = Console::new(fleet, out, args.reply_timeout, args.finish_timeout);
-    drive(console, lines, &ctx).await;
+    let input = spawn_input(source, fleet.clone())?;
+    let console =
+        Console::new(fleet, input.printer.clone(), args.reply_timeout, args.finish_timeout);
+    drive(console, input, &ctx).await;
     if args.stay {
         ctx.shutdown.cancelled().await;
     }
@@ -118,18 +119,16 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
 
 /// Feeds input lines to the console until the input ends, `quit`, or shutdown; then waits
 /// for the calculations it started.
-pub(crate) async fn drive(
-    mut console: Console,
-    mut lines: tokio::sync::mpsc::Receiver<String>,
-    ctx: &Ctx,
-) {
+pub(crate) async fn drive(mut console: Console, mut input: Input, ctx: &Ctx) {
     loop {
         let line = tokio::select! {
             () = ctx.shutdown.cancelled() => return,
-            l = lines.recv() => l,
+            l = input.lines.recv() => l,
         };
         let Some(line) = line else { break };
-        if console.run_line(&line).await == Flow::Quit {
+        let flow = console.run_line(&line).await;
+        input.line_done(flow == Flow::Continue);
+        if flow == Flow::Quit {
             break;
         }
     }

@@ -84,6 +84,7 @@ impl Agent {
                 () = ctx.shutdown.cancelled() => {
                     self.close(&out_tx, None).await;
                     drop(out_tx);
+                    closed_by_console(&mut inbound).await;
                     return Ok(SessionEnd::Shutdown);
                 }
                 Some(mut r) = self.results_rx.recv() => {
@@ -97,10 +98,7 @@ impl Agent {
                         if let Some(id) = self.handle(cmd, &out_tx).await {
                             self.close(&out_tx, Some(id)).await;
                             drop(out_tx);
-                            // Wait for the console to close its side, so the replies are
-                            // flushed before the process exits.
-                            let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
-                            let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+                            closed_by_console(&mut inbound).await;
                             return Ok(SessionEnd::Terminated);
                         }
                     }
@@ -218,6 +216,13 @@ impl Agent {
             tracing::info!(agent = %self.name, "terminated by the console");
         }
     }
+}
+
+/// Waits (briefly) for the console to close its side after we closed ours, so our last
+/// replies are flushed before the process exits.
+async fn closed_by_console(inbound: &mut tonic::Streaming<Command>) {
+    let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
+    let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
 }
 
 fn reply_message(r: Reply) -> AgentMessage {

@@ -60,19 +60,38 @@ impl Printer {
     }
 }
 
-/// Starts reading `source`; lines arrive on the receiver, which closes at end of input.
+/// Operator input: lines, where to print, and (for the editor) when to prompt again.
+pub(crate) struct Input {
+    /// Input lines; closed at end of input.
+    pub lines: mpsc::Receiver<String>,
+    /// Where console output goes.
+    pub printer: Printer,
+    /// Tells the editor thread the last line is done (`true`: prompt again, `false`: leave).
+    /// The editor waits for it, so the prompt follows the command's output, and it restores
+    /// the terminal before the process exits.
+    done: Option<std::sync::mpsc::SyncSender<bool>>,
+}
+
+impl Input {
+    /// Reports that the last line has been handled; `more` is false when the console ends.
+    pub(crate) fn line_done(&self, more: bool) {
+        if let Some(done) = &self.done {
+            let _ = done.send(more);
+        }
+    }
+}
+
+/// Starts reading `source`; lines arrive on [`Input::lines`].
 ///
 /// # Errors
 /// The terminal cannot be set up for the line editor.
-pub(crate) fn spawn_input(
-    source: Source,
-    fleet: Fleet,
-) -> Result<(mpsc::Receiver<String>, Printer)> {
-    let (tx, rx) = mpsc::channel(1);
+pub(crate) fn spawn_input(source: Source, fleet: Fleet) -> Result<Input> {
+    let (tx, lines) = mpsc::channel(1);
+    let plain = |lines| Ok(Input { lines, printer: Printer::Stdout, done: None });
     match source {
         Source::Script(s) => {
             let _ = tx.try_send(s);
-            Ok((rx, Printer::Stdout))
+            plain(lines)
         }
         Source::Stdin => {
             // Not on the ctx tracker: a read of stdin cannot be cancelled, and shutdown must
@@ -90,7 +109,7 @@ pub(crate) fn spawn_input(
                     }
                 }
             });
-            Ok((rx, Printer::Stdout))
+            plain(lines)
         }
         Source::Editor(history) => {
             let mut editor: Editor<Completion, rustyline::history::DefaultHistory> =
@@ -101,11 +120,13 @@ pub(crate) fn spawn_input(
             }
             let printer =
                 editor.create_external_printer().map_err(|e| Error::Console(e.to_string()))?;
+            let (done, done_rx) = std::sync::mpsc::sync_channel(1);
             std::thread::Builder::new()
                 .name("control-console".into())
-                .spawn(move || edit_loop(editor, history, tx))
+                .spawn(move || edit_loop(editor, history, tx, done_rx))
                 .map_err(|e| Error::Console(e.to_string()))?;
-            Ok((rx, Printer::Editor(Arc::new(Mutex::new(Box::new(printer))))))
+            let printer = Printer::Editor(Arc::new(Mutex::new(Box::new(printer))));
+            Ok(Input { lines, printer, done: Some(done) })
         }
     }
 }
@@ -114,6 +135,7 @@ fn edit_loop(
     mut editor: Editor<Completion, rustyline::history::DefaultHistory>,
     history: Option<PathBuf>,
     tx: mpsc::Sender<String>,
+    done: std::sync::mpsc::Receiver<bool>,
 ) {
     loop {
         match editor.readline("control> ") {
@@ -121,7 +143,7 @@ fn edit_loop(
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                if tx.blocking_send(line).is_err() {
+                if tx.blocking_send(line).is_err() || !done.recv().unwrap_or(false) {
                     break;
                 }
             }

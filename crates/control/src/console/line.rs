@@ -227,6 +227,16 @@ mod tests {
         assert!(p("calculate 1 \"open").unwrap_err().contains("unterminated"));
     }
 
+    proptest::proptest! {
+        /// Fuzz: whatever an operator (or a piped file) types, parsing answers, never panics.
+        #[test]
+        fn arbitrary_input_never_panics(input in "\\PC{0,64}") {
+            for command in split_script(&input) {
+                let _ = p(&command);
+            }
+        }
+    }
+
     #[test]
     fn scripts_split_outside_quotes() {
         assert_eq!(
