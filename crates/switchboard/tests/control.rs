@@ -219,3 +219,58 @@ fn wrong_token_is_refused_and_piped_commands_work() {
     assert!(!out.contains("intruder     "), "the intruder never appears in `agents`: {out}");
     assert!(good.finish().0.success());
 }
+
+/// Streams a child's stdout lines to the test, so it can wait for one with a deadline.
+fn stdout_lines(p: &mut Proc) -> std::sync::mpsc::Receiver<String> {
+    let out = p.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn await_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(_) => {}
+            Err(e) => panic!("no line containing {needle:?}: {e}"),
+        }
+    }
+}
+
+fn sigterm(p: &Proc) {
+    let ok = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn sigterm_drains_the_agent_and_the_console_and_both_exit_0() {
+    let (listen, url) = addr();
+    let agent = Proc::agent(&url, "drained");
+    let mut server = Proc::spawn(
+        &["control", "server", "--listen", &listen, "--wait-agents", "1", "--stay"],
+        TOKEN,
+    );
+    server.child.stdin.take().map(|mut s| writeln!(s, "start; calculate 30 \"cut short\""));
+    let lines = stdout_lines(&mut server);
+    await_line(&lines, "[drained] calculate #2 -> accepted");
+
+    sigterm(&agent);
+    let line = await_line(&lines, "[drained] calculate #2 ->");
+    assert!(line.ends_with("cancelled: agent is terminating"), "{line}");
+    let (status, stdout, err) = agent.finish();
+    assert!(status.success(), "agent after SIGTERM: {status:?} {err}");
+    assert!(stdout.is_empty(), "{stdout}");
+
+    sigterm(&server);
+    let (status, _, err) = server.finish();
+    assert!(status.success(), "console after SIGTERM: {status:?} {err}");
+}
