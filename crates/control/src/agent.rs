@@ -13,6 +13,7 @@ use switchboard_core::Ctx;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
 use crate::op::Limits;
@@ -131,8 +132,9 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
     let mut backoff = Backoff::new(agent.args.backoff_min, agent.args.backoff_max);
     let health_key = format!("control-agent-{}", agent.name);
     ctx.health.register(&health_key);
+    let span = tracing::info_span!("control_agent", agent = %agent.name);
     loop {
-        match agent.session(&ctx, &health_key).await {
+        match agent.session(&ctx, &health_key).instrument(span.clone()).await {
             Ok(SessionEnd::Terminated) => return Ok(Exit::Terminated),
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Lost(reason)) => {

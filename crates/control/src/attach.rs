@@ -11,6 +11,7 @@ use switchboard_core::Ctx;
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::fleet::{self, Fleet};
 use crate::proto::control_server::{Control, ControlServer};
@@ -157,7 +158,8 @@ impl Control for ControlService {
         let rate = self.gate.reply_rate;
         let session = attachment.session;
         let pending = attachment.pending;
-        self.ctx.spawn(async move {
+        let span = tracing::info_span!("control_session", agent = %name, session);
+        let reader = async move {
             let mut limit =
                 RateLimit::new(rate, (rate * 2.0).min(f64::from(u32::MAX)) as u32, Instant::now());
             let reason = loop {
@@ -191,7 +193,8 @@ impl Control for ControlService {
             fleet.detach(&name, session);
             drop(permit);
             tracing::info!(agent = %name, %reason, "agent detached");
-        });
+        };
+        self.ctx.spawn(reader.instrument(span));
         let commands = ReceiverStream::new(attachment.commands).map(Ok);
         Ok(Response::new(Box::pin(commands)))
     }

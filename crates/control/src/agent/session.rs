@@ -118,7 +118,7 @@ impl Agent {
                 RefusalCode::RateLimited,
                 format!("more than {}/s commands; retry in {retry:?}", self.args.rate),
             );
-            self.refuse(id, "unknown", r, out);
+            self.refuse(id, "unparsed", r, out);
             return None;
         }
         let op = match Op::from_wire(cmd.op, &self.limits) {
@@ -158,7 +158,13 @@ impl Agent {
         let code = r.code.as_str_name();
         metrics::counter!("control_agent_commands_total", "command" => command, "outcome" => code)
             .increment(1);
-        tracing::debug!(agent = %self.name, id, command, reason = %r.reason, "refused");
+        if matches!(r.code, RefusalCode::InvalidArgument | RefusalCode::UnknownCommand) {
+            // Hostile or broken input is worth an operator's attention; the rate limit ahead
+            // of validation bounds how many of these lines a flood can produce.
+            tracing::warn!(agent = %self.name, id, command, reason = %r.reason, "command refused");
+        } else {
+            tracing::debug!(agent = %self.name, id, command, reason = %r.reason, "command refused");
+        }
         let state = self.machine.state().to_wire().into();
         let refused = reply::Outcome::Refused(Refused { code: r.code.into(), reason: r.reason });
         if out.try_send(reply_message(Reply { id, state, outcome: Some(refused) })).is_err() {
