@@ -71,6 +71,9 @@ pub struct AgentArgs {
     #[arg(long, env = "SWITCHBOARD_BACKOFF_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
     pub backoff_max: Duration,
 
+    #[command(flatten)]
+    pub tls: crate::tls::AgentTls,
+
     /// Timeout of one connection attempt (and of the attach handshake).
     #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -90,6 +93,8 @@ struct Agent {
     args: AgentArgs,
     name: String,
     limits: Limits,
+    /// TLS towards the console, loaded once at start.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     machine: Machine,
     rate: RateLimit,
     /// Bounds calculations in flight; a permit lives as long as its calculation.
@@ -118,6 +123,7 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
     let cap = usize::try_from(args.max_in_flight).unwrap_or(usize::MAX);
     let (results_tx, results_rx) = mpsc::channel(cap);
     let mut agent = Agent {
+        tls: args.tls.load().await?,
         limits: Limits { max_x: args.max_x, max_msg_bytes: args.max_msg_bytes },
         machine: Machine::default(),
         rate: RateLimit::new(args.rate, args.burst, Instant::now()),
@@ -184,6 +190,7 @@ impl AgentArgs {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            tls: crate::tls::AgentTls::default(),
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct Gate {
     pub max_message_bytes: usize,
     /// Replies per second accepted from one agent; an agent above it is disconnected.
     pub reply_rate: f64,
+    /// TLS (and, with a client CA, mutual TLS); `None` serves plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Checks an agent name: 1–64 characters of `A-Z a-z 0-9 . _ -`.
@@ -61,13 +63,17 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
         tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
     let max = gate.max_message_bytes;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = gate.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
     let service = ControlService {
         slots: Arc::new(Semaphore::new(gate.max_agents)),
         gate: Arc::new(gate),
         fleet,
         ctx: ctx.clone(),
     };
-    let server = tonic::transport::Server::builder()
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tcp_nodelay(true)

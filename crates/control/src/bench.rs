@@ -109,6 +109,7 @@ async fn measure(args: &BenchArgs, ctx: &Ctx) -> Result<(Vec<Summary>, f64)> {
         max_agents: args.agents + 8,
         max_message_bytes: 16 * 1024,
         reply_rate: 1e9,
+        tls: None,
     };
     let addr = attach::serve(([127, 0, 0, 1], 0).into(), gate, fleet.clone(), ctx).await?;
     let url = format!("http://{addr}");

@@ -24,6 +24,7 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
         max_agents: 100,
         max_message_bytes: 16 * 1024,
         reply_rate: 1000.0,
+        tls: None,
     };
     let addr = attach::serve(([127, 0, 0, 1], 0).into(), gate, fleet.clone(), ctx).await?;
     let url = format!("http://{addr}");

@@ -13,6 +13,7 @@
 //!   * `op` — the five operations and the validation of every untrusted argument.
 //!   * `state` — the unready/ready/terminated state machine (pure, property-tested).
 //!   * `rate` — the token bucket both ends use.
+//! * `tls` — optional TLS / mutual TLS flags for both ends.
 //! * `bench` — `switchboard bench control`; `demo` — the demo set.
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod proto;
 mod rate;
 mod server;
 mod state;
+mod tls;
 
 use switchboard_core::{Ctx, Endpoint};
 
@@ -36,14 +38,16 @@ pub use agent::{AgentArgs, Exit};
 pub use bench::BenchArgs;
 pub use error::{Error, Result};
 pub use server::ServerArgs;
+pub use tls::{AgentTls, ServerTls};
 
 /// `switchboard control <role>`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// The operator console (gRPC server the agents dial).
-    Server(ServerArgs),
+    // Boxed: the flag structs are large and the binary's top-level command enum holds this.
+    Server(Box<ServerArgs>),
     /// A remote agent.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
 }
 
 /// Runs one control role until it ends or `ctx.shutdown`.
@@ -55,8 +59,8 @@ pub enum Command {
 /// Startup fails, or an agent's token is refused.
 pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
     match cmd {
-        Command::Server(args) => server::run(args, ctx).await,
-        Command::Agent(args) => agent::run(args, ctx).await.map(|_| ()),
+        Command::Server(args) => server::run(*args, ctx).await,
+        Command::Agent(args) => agent::run(*args, ctx).await.map(|_| ()),
     }
 }
 

@@ -62,19 +62,23 @@ pub struct ServerArgs {
     #[arg(long, env = "SWITCHBOARD_REPLY_RATE", default_value_t = 1000.0)]
     pub reply_rate: f64,
 
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTls,
+
     /// History file of the interactive console.
     #[arg(long, env = "SWITCHBOARD_HISTORY")]
     pub history: Option<PathBuf>,
 }
 
 impl ServerArgs {
-    fn gate(&self) -> Gate {
-        Gate {
+    async fn gate(&self) -> Result<Gate> {
+        Ok(Gate {
+            tls: self.tls.load().await?,
             token: self.token.clone(),
             max_agents: self.max_agents,
             max_message_bytes: self.max_message_bytes,
             reply_rate: self.reply_rate,
-        }
+        })
     }
 }
 
@@ -91,7 +95,7 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
     }
     let fleet = Fleet::new(args.agent_queue);
     ctx.health.register("control-server");
-    let addr = attach::serve(args.listen, args.gate(), fleet.clone(), &ctx).await?;
+    let addr = attach::serve(args.listen, args.gate().await?, fleet.clone(), &ctx).await?;
     ctx.health.set_ready("control-server", true);
 
     if args.wait_agents > 0 && !fleet.wait_for(args.wait_agents, args.wait_timeout).await {

@@ -274,3 +274,80 @@ fn sigterm_drains_the_agent_and_the_console_and_both_exit_0() {
     let (status, _, err) = server.finish();
     assert!(status.success(), "console after SIGTERM: {status:?} {err}");
 }
+
+/// Writes a throw-away CA, a console certificate for 127.0.0.1 and an agent client
+/// certificate into `dir` with the `openssl` command.
+fn make_certs(dir: &std::path::Path) {
+    let script = r#"set -e
+ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+openssl req -x509 $ec -keyout ca.key -out ca.pem -days 1 -subj /CN=control-test-ca
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+for who in server client; do
+  openssl req $ec -keyout $who.key -out $who.csr -subj /CN=$who
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+    -extfile $who.ext -out $who.pem
+done"#;
+    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn mutual_tls_between_console_and_agent() {
+    let dir = std::env::temp_dir().join(format!("control-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certs(&dir);
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let (listen, _) = addr();
+    let url = format!("https://{listen}");
+    let agent = Proc::spawn(
+        &[
+            "control",
+            "agent",
+            "--server",
+            &url,
+            "--name",
+            "secure",
+            "--tls-ca",
+            &path("ca.pem"),
+            "--tls-cert",
+            &path("client.pem"),
+            "--tls-key",
+            &path("client.key"),
+            "--backoff-max",
+            "200ms",
+        ],
+        TOKEN,
+    );
+    // No client certificate: the handshake fails, this agent never attaches.
+    let anonymous = Proc::spawn(
+        &["control", "agent", "--server", &url, "--name", "anonymous", "--tls-ca", &path("ca.pem")],
+        TOKEN,
+    );
+    let server = Proc::spawn(
+        &[
+            "control",
+            "server",
+            "--listen",
+            &listen,
+            "--wait-agents",
+            "1",
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+            "--tls-client-ca",
+            &path("ca.pem"),
+            "--exec",
+            "start; ping; agents; terminate",
+        ],
+        TOKEN,
+    );
+    let (status, out, err) = server.finish();
+    assert!(status.success(), "{err}\n{out}");
+    assert_recent_unix_time(line(&out, "[secure] ping #").1.split("-> ").nth(1).unwrap());
+    assert!(!out.contains("anonymous"), "an agent without a client certificate attached: {out}");
+    assert!(agent.finish().0.success());
+    drop(anonymous);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -41,13 +41,16 @@ pub(super) enum SessionEnd {
 impl Agent {
     /// Connects, attaches and serves one session.
     pub(super) async fn session(&mut self, ctx: &Ctx, health_key: &str) -> Result<SessionEnd> {
-        let endpoint = Endpoint::from_shared(self.args.server.clone())
+        let mut endpoint = Endpoint::from_shared(self.args.server.clone())
             .map_err(|e| Error::Config(format!("--server {}: {e}", self.args.server)))?
             .connect_timeout(self.args.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
+        if let Some(tls) = self.tls.clone() {
+            endpoint = endpoint.tls_config(tls)?;
+        }
         let channel = endpoint.connect().await?;
         let mut client = ControlClient::new(channel)
             .max_decoding_message_size(self.args.max_message_bytes)
