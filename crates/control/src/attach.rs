@@ -10,6 +10,7 @@ use futures::{Stream, StreamExt as _};
 use switchboard_core::Ctx;
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
@@ -33,7 +34,7 @@ pub struct Gate {
     pub max_agents: usize,
     /// Largest gRPC message accepted, in bytes.
     pub max_message_bytes: usize,
-    /// Replies per second accepted from one agent; an agent above it is disconnected.
+    /// Messages per second accepted from one agent; an agent above it is disconnected.
     pub reply_rate: f64,
     /// TLS (and, with a client CA, mutual TLS); `None` serves plaintext.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
@@ -159,50 +160,79 @@ impl Control for ControlService {
         let attachment = self.fleet.attach(&name, state).map_err(Status::already_exists)?;
         tracing::info!(agent = %name, ?peer, ?state, "agent attached");
 
-        let fleet = self.fleet.clone();
-        let shutdown = self.ctx.shutdown.clone();
-        let rate = self.gate.reply_rate;
-        let session = attachment.session;
-        let pending = attachment.pending;
-        let span = tracing::info_span!("control_session", agent = %name, session);
-        let reader = async move {
-            let mut limit =
-                RateLimit::new(rate, (rate * 2.0).min(f64::from(u32::MAX)) as u32, Instant::now());
-            let reason = loop {
-                let msg = tokio::select! {
-                    () = shutdown.cancelled() => break "console shutting down".to_owned(),
-                    m = inbound.message() => m,
-                };
-                let reply = match msg {
-                    Ok(Some(AgentMessage { kind: Some(agent_message::Kind::Reply(r)) })) => r,
-                    Ok(Some(_)) => {
-                        metrics::counter!("control_server_bad_messages_total").increment(1);
-                        tracing::warn!(agent = %name, "unexpected message from agent skipped");
-                        continue;
-                    }
-                    Ok(None) => break "agent closed the stream".to_owned(),
-                    Err(s) => break format!("stream error: {}", s.message()),
-                };
-                if !limit.try_take(Instant::now()) {
-                    metrics::counter!("control_server_shed_total", "queue" => "agent_flood")
-                        .increment(1);
-                    break format!("more than {rate} replies/s: disconnected");
-                }
-                if let Ok(s) = AgentState::try_from(reply.state) {
-                    fleet.set_state(&name, session, s);
-                }
-                if !fleet::route(&pending, reply) {
-                    metrics::counter!("control_server_unknown_replies_total").increment(1);
-                    tracing::debug!(agent = %name, "reply to no pending command skipped");
-                }
-            };
-            fleet.detach(&name, session);
-            drop(permit);
-            tracing::info!(agent = %name, %reason, "agent detached");
+        let reader = Reader {
+            fleet: self.fleet.clone(),
+            name: name.clone(),
+            session: attachment.session,
+            pending: attachment.pending,
+            rate: self.gate.reply_rate,
         };
-        self.ctx.spawn(reader.instrument(span));
+        let shutdown = self.ctx.shutdown.clone();
+        let span = tracing::info_span!("control_session", agent = %name, session = reader.session);
+        self.ctx.spawn(
+            async move {
+                let reason = reader.run(inbound, shutdown).await;
+                drop(permit);
+                tracing::info!(agent = %name, %reason, "agent detached");
+            }
+            .instrument(span),
+        );
         let commands = ReceiverStream::new(attachment.commands).map(Ok);
         Ok(Response::new(Box::pin(commands)))
+    }
+}
+
+/// Reads one agent's replies and routes them until the stream ends, the agent floods, or
+/// the console shuts down; then detaches the agent.
+struct Reader {
+    fleet: Fleet,
+    name: String,
+    session: u64,
+    pending: fleet::Pending,
+    rate: f64,
+}
+
+impl Reader {
+    /// Returns why the session ended.
+    async fn run(
+        self,
+        mut inbound: Streaming<AgentMessage>,
+        shutdown: CancellationToken,
+    ) -> String {
+        let burst = (self.rate * 2.0).clamp(1.0, f64::from(u32::MAX)) as u32;
+        let mut limit = RateLimit::new(self.rate, burst, Instant::now());
+        let reason = loop {
+            let msg = tokio::select! {
+                () = shutdown.cancelled() => break "console shutting down".to_owned(),
+                m = inbound.message() => m,
+            };
+            let kind = match msg {
+                Ok(Some(m)) => m.kind,
+                Ok(None) => break "agent closed the stream".to_owned(),
+                Err(s) => break format!("stream error: {}", s.message()),
+            };
+            // Every message costs a token, so no kind of message can flood the console or
+            // its log.
+            if !limit.try_take(Instant::now()) {
+                metrics::counter!("control_server_shed_total", "queue" => "agent_flood")
+                    .increment(1);
+                break format!("more than {} messages/s: disconnected", self.rate);
+            }
+            let Some(agent_message::Kind::Reply(reply)) = kind else {
+                metrics::counter!("control_server_bad_messages_total").increment(1);
+                tracing::warn!(agent = %self.name, "unexpected message from agent skipped");
+                continue;
+            };
+            if let Ok(s) = AgentState::try_from(reply.state) {
+                self.fleet.set_state(&self.name, self.session, s);
+            }
+            if !fleet::route(&self.pending, reply) {
+                metrics::counter!("control_server_unknown_replies_total").increment(1);
+                tracing::debug!(agent = %self.name, "reply to no pending command skipped");
+            }
+        };
+        self.fleet.detach(&self.name, self.session);
+        reason
     }
 }
 

@@ -58,7 +58,7 @@ pub struct ServerArgs {
     #[arg(long, env = "SWITCHBOARD_AGENT_QUEUE", default_value_t = 64)]
     pub agent_queue: usize,
 
-    /// Replies per second accepted from one agent; an agent flooding above it is disconnected.
+    /// Messages per second accepted from one agent; an agent flooding above it is disconnected.
     #[arg(long, env = "SWITCHBOARD_REPLY_RATE", default_value_t = 1000.0)]
     pub reply_rate: f64,
 
