@@ -212,3 +212,28 @@ impl Hinter for Completion {
 impl Highlighter for Completion {}
 impl Validator for Completion {}
 impl Helper for Completion {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::AgentState;
+
+    fn complete(c: &Completion, line: &str) -> Vec<String> {
+        let history = rustyline::history::DefaultHistory::new();
+        let (_, pairs) = c.complete(line, line.len(), &Context::new(&history)).unwrap();
+        pairs.into_iter().map(|p| p.replacement).collect()
+    }
+
+    #[test]
+    fn completes_verbs_and_live_agent_names() {
+        let fleet = Fleet::new(4);
+        let _alpha = fleet.attach("alpha", AgentState::Ready).unwrap();
+        let _beta = fleet.attach("beta", AgentState::Ready).unwrap();
+        let c = Completion { fleet };
+        assert_eq!(complete(&c, "pi"), ["ping"]);
+        assert_eq!(complete(&c, "@a"), ["@alpha"]);
+        assert_eq!(complete(&c, "@beta st"), ["start", "stop"]);
+        assert_eq!(complete(&c, "use "), ["alpha", "beta", "all"]);
+        assert!(complete(&c, "calculate 1 ").is_empty(), "no completion inside arguments");
+    }
+}
