@@ -34,7 +34,7 @@ mod tls;
 
 use switchboard_core::{Ctx, Endpoint};
 
-pub use agent::{AgentArgs, Exit};
+pub use agent::AgentArgs;
 pub use bench::BenchArgs;
 pub use error::{Error, Result};
 pub use server::ServerArgs;
