@@ -1,0 +1,3 @@
+pub async fn run(_a: crate::BenchArgs, _c: switchboard_core::Ctx) -> crate::Result<()> {
+    Ok(())
+}
