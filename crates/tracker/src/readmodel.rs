@@ -155,3 +155,6 @@ pub async fn fold_batch(store: &switchboard_store::Store, events: &[Event]) -> c
         }
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
