@@ -35,14 +35,20 @@ async fn series_matches_a_direct_count() {
         get_json(&app, &format!("/api/series?from={from}&to={to}&subjectType=video")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut want: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.ts_ms >= from && e.ts_ms < to && e.subject_type == "video") {
+    for e in events.iter().filter(|e| e.ts_ms >= from && e.ts_ms < to && e.subject_type == "video")
+    {
         *want.entry((e.ts_ms / 60_000 * 60_000, e.action.clone())).or_default() += 1;
     }
     let got: BTreeMap<(i64, String), i64> = body["points"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| ((p["t"].as_i64().unwrap(), p["action"].as_str().unwrap().to_owned()), p["count"].as_i64().unwrap()))
+        .map(|p| {
+            (
+                (p["t"].as_i64().unwrap(), p["action"].as_str().unwrap().to_owned()),
+                p["count"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert!(!want.is_empty());
     assert_eq!(got, want);
@@ -57,7 +63,8 @@ async fn top_breakdown_and_uniques_match_direct_counts() {
     let day0: Vec<_> = events.iter().filter(|e| e.ts_ms >= from && e.ts_ms < to).collect();
     assert!(day0.len() < events.len());
 
-    let (_, body) = get_json(&app, &format!("/api/top?from={from}&to={to}&action=view&limit=2")).await;
+    let (_, body) =
+        get_json(&app, &format!("/api/top?from={from}&to={to}&action=view&limit=2")).await;
     let mut per_subject: BTreeMap<(String, i64), i64> = BTreeMap::new();
     for e in day0.iter().filter(|e| e.action == "view") {
         *per_subject.entry((e.subject_type.clone(), e.subject_id)).or_default() += 1;
@@ -67,15 +74,20 @@ async fn top_breakdown_and_uniques_match_direct_counts() {
     let top = body["top"].as_array().unwrap();
     assert_eq!(top.len(), 2);
     for (row, ((t, id), n)) in top.iter().zip(&ranked) {
-        assert_eq!((row["subjectType"].as_str().unwrap(), row["subjectId"].as_i64().unwrap()), (t.as_str(), *id));
+        assert_eq!(
+            (row["subjectType"].as_str().unwrap(), row["subjectId"].as_i64().unwrap()),
+            (t.as_str(), *id)
+        );
         assert_eq!(row["count"].as_i64().unwrap(), *n);
     }
 
     let (_, body) = get_json(&app, &format!("/api/breakdown?from={from}&to={to}")).await;
-    let sum: i64 = body["breakdown"].as_array().unwrap().iter().map(|r| r["count"].as_i64().unwrap()).sum();
+    let sum: i64 =
+        body["breakdown"].as_array().unwrap().iter().map(|r| r["count"].as_i64().unwrap()).sum();
     assert_eq!(sum, day0.len() as i64);
 
-    let (_, body) = get_json(&app, &format!("/api/uniques?from={from}&to={to}&objectType=user")).await;
+    let (_, body) =
+        get_json(&app, &format!("/api/uniques?from={from}&to={to}&objectType=user")).await;
     let distinct: BTreeSet<i64> =
         day0.iter().filter(|e| e.object_type == "user").map(|e| e.object_id).collect();
     let rows = body["uniques"].as_array().unwrap();
@@ -109,7 +121,8 @@ async fn bad_parameters_are_400_with_a_reason() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
         assert!(body["error"].is_string(), "{uri}: {body}");
     }
-    let (status, _) = get_json(&app, "/api/series?from=2023-11-14T22:00:00Z&to=2023-11-14T23:00:00Z").await;
+    let (status, _) =
+        get_json(&app, "/api/series?from=2023-11-14T22:00:00Z&to=2023-11-14T23:00:00Z").await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -118,7 +131,8 @@ async fn dashboard_is_self_contained() {
     let (app, _, _dir) = app_with_sample().await;
     let res = app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let html = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let html =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(html.contains("/api/series"));
     assert!(!html.contains("http://") && !html.contains("https://"), "no external resources");
 }

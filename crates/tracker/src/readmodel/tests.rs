@@ -53,10 +53,8 @@ pub(crate) async fn folding_is_idempotent_and_matches_recount(store: &Store) {
 
 pub(crate) async fn outbox_is_consumed_exactly_once(store: &Store) {
     let events = sample(250);
-    let entries: Vec<(String, usize)> = events
-        .chunks(50)
-        .map(|c| (serde_json::to_string(c).unwrap(), c.len()))
-        .collect();
+    let entries: Vec<(String, usize)> =
+        events.chunks(50).map(|c| (serde_json::to_string(c).unwrap(), c.len())).collect();
     outbox::append(store, &entries, T0).await.unwrap();
     assert_eq!(outbox::pending_events(store).await.unwrap(), 250);
     let first = outbox::take_and_fold(store, 2).await.unwrap();
