@@ -31,8 +31,18 @@ pub struct CollectorState {
 /// The collector routes, separate from serving so tests can drive them with `oneshot`.
 pub fn router(state: CollectorState) -> Router {
     Router::new()
-        .route("/track", post(track_one))
-        .route("/track/batch", post(track_batch))
+        .route(
+            "/track",
+            post(|s: State<Arc<CollectorState>>, h: HeaderMap, b: Body| {
+                accept(s, h, b, Shape::One)
+            }),
+        )
+        .route(
+            "/track/batch",
+            post(|s: State<Arc<CollectorState>>, h: HeaderMap, b: Body| {
+                accept(s, h, b, Shape::Batch)
+            }),
+        )
         .with_state(Arc::new(state))
 }
 
@@ -42,30 +52,14 @@ enum Shape {
     Batch,
 }
 
-async fn track_one(
-    State(s): State<Arc<CollectorState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<Value>), Rejection> {
-    accept(&s, &headers, body, Shape::One).await
-}
-
-async fn track_batch(
-    State(s): State<Arc<CollectorState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<Value>), Rejection> {
-    accept(&s, &headers, body, Shape::Batch).await
-}
-
 async fn accept(
-    s: &CollectorState,
-    headers: &HeaderMap,
+    State(s): State<Arc<CollectorState>>,
+    headers: HeaderMap,
     body: Body,
     shape: Shape,
 ) -> Result<(StatusCode, Json<Value>), Rejection> {
     let started = Instant::now();
-    let outcome = accept_inner(s, headers, body, shape).await;
+    let outcome = accept_inner(&s, &headers, body, shape).await;
     let status = match &outcome {
         Ok(_) => StatusCode::ACCEPTED,
         Err(r) => {

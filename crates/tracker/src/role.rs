@@ -71,13 +71,7 @@ pub async fn start_collector(
     if let Some(store) = api_store {
         app = app.merge(api::router(ApiState { store, clock: Arc::new(SystemClock) }));
     }
-    let (listener, addr) = admin::bind(args.listen).await?;
-    let shutdown = ctx.shutdown.clone();
-    ctx.spawn(async move {
-        if let Err(e) = admin::serve(listener, app, shutdown).await {
-            tracing::error!(error = %e, "collector server failed");
-        }
-    });
+    let addr = serve(args.listen, app, "collector", ctx).await?;
     ctx.health.set_ready("tracker-collector", true);
     tracing::info!(url = %format!("http://{addr}/track"), "tracker collector listening");
     Ok(addr)
@@ -89,15 +83,26 @@ pub async fn start_collector(
 /// The address cannot be bound.
 pub async fn start_api(listen: SocketAddr, store: Store, ctx: &Ctx) -> Result<SocketAddr> {
     let app = api::router(ApiState { store, clock: Arc::new(SystemClock) });
+    let addr = serve(listen, app, "reports API", ctx).await?;
+    ctx.health.set_ready("tracker-api", true);
+    tracing::info!(url = %format!("http://{addr}/"), "tracker dashboard listening");
+    Ok(addr)
+}
+
+/// Binds `listen` and serves `app` on `ctx` until shutdown (in-flight requests finish).
+async fn serve(
+    listen: SocketAddr,
+    app: axum::Router,
+    what: &'static str,
+    ctx: &Ctx,
+) -> Result<SocketAddr> {
     let (listener, addr) = admin::bind(listen).await?;
     let shutdown = ctx.shutdown.clone();
     ctx.spawn(async move {
         if let Err(e) = admin::serve(listener, app, shutdown).await {
-            tracing::error!(error = %e, "reports API server failed");
+            tracing::error!(error = %e, server = what, "HTTP server failed");
         }
     });
-    ctx.health.set_ready("tracker-api", true);
-    tracing::info!(url = %format!("http://{addr}/"), "tracker dashboard listening");
     Ok(addr)
 }
 
