@@ -14,7 +14,7 @@ use switchboard_bus::Bus;
 use switchboard_core::{Clock, Ctx, SystemClock};
 use switchboard_store::Store;
 
-use crate::config::{Backends, BenchArgs, CollectorArgs, WorkerArgs};
+use crate::config::{BenchArgs, CollectorArgs, WorkerArgs};
 use crate::generator::Generator;
 use crate::journal::Sink;
 use crate::{Error, Result, report, role};
@@ -110,23 +110,6 @@ async fn temp_store(dir: &tempfile::TempDir, name: &str) -> Result<Store> {
     role::open_store(&format!("sqlite://{}", dir.path().join(format!("{name}.db")).display())).await
 }
 
-fn collector_args(backends: Backends) -> CollectorArgs {
-    CollectorArgs {
-        listen: ([127, 0, 0, 1], 0).into(),
-        backends,
-        max_body_bytes: 1 << 20,
-        max_batch_events: 10_000,
-        queue_capacity: 1024,
-        max_event_age: Duration::from_secs(86_400),
-        max_clock_skew: Duration::from_secs(300),
-        serve_api: false,
-    }
-}
-
-fn backends() -> Backends {
-    Backends { bus: String::new(), store: String::new() }
-}
-
 async fn collector_only(
     args: &BenchArgs,
     bodies: &Arc<Vec<Bytes>>,
@@ -136,7 +119,7 @@ async fn collector_only(
     ctx: &Ctx,
 ) -> Result<Row> {
     let phase_ctx = Ctx::new();
-    let addr = role::start_collector(&collector_args(backends()), sink, None, &phase_ctx).await?;
+    let addr = role::start_collector(&CollectorArgs::ephemeral(), sink, None, &phase_ctx).await?;
     let load = load(format!("http://{addr}/track/batch"), bodies, args, ctx).await;
     phase_ctx.drain(Duration::from_secs(10)).await;
     let load = load?;
@@ -154,14 +137,9 @@ async fn end_to_end(
     let phase_ctx = Ctx::new();
     let sink = Sink::for_deployment(bus, store);
     let before = report::total(store).await?;
-    let addr = role::start_collector(&collector_args(backends()), sink, None, &phase_ctx).await?;
-    let worker = WorkerArgs {
-        backends: backends(),
-        batch_entries: 64,
-        consumer: "tracker-bench".into(),
-        ack_wait: Duration::from_secs(30),
-        idle_poll: Duration::from_millis(2),
-    };
+    let addr = role::start_collector(&CollectorArgs::ephemeral(), sink, None, &phase_ctx).await?;
+    let mut worker = WorkerArgs::with_idle_poll(Duration::from_millis(2));
+    worker.consumer = "tracker-bench".into();
     role::start_worker(&worker, bus.clone(), store.clone(), &phase_ctx)?;
     let started = Instant::now();
     let outcome = async {

@@ -123,3 +123,46 @@ pub struct BenchArgs {
     #[arg(long, env = "SWITCHBOARD_BENCH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
+
+/// Parses role flags from `args` (and `SWITCHBOARD_*` variables, as the role itself would),
+/// so the demo and the benchmark share the defaults documented in `--help`.
+fn defaults<T: clap::Args>(args: &[&str]) -> T {
+    #[derive(clap::Parser)]
+    struct Only<T: clap::Args> {
+        #[command(flatten)]
+        inner: T,
+    }
+    let argv = std::iter::once("tracker").chain(args.iter().copied());
+    // Built-in flags and values: a failure here is a bug in this file, caught by the tests.
+    <Only<T> as clap::Parser>::try_parse_from(argv).expect("valid built-in flags").inner
+}
+
+impl CollectorArgs {
+    /// Defaults, on an ephemeral loopback port, journaling into `bus`/`store`.
+    pub fn ephemeral() -> Self {
+        defaults(&["--listen", "127.0.0.1:0"])
+    }
+}
+
+impl WorkerArgs {
+    /// Defaults, polling the outbox every `idle_poll`.
+    pub fn with_idle_poll(idle_poll: Duration) -> Self {
+        let mut w: Self = defaults(&[]);
+        w.idle_poll = idle_poll;
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_parse() {
+        let c = CollectorArgs::ephemeral();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.max_batch_events, 10_000);
+        let w = WorkerArgs::with_idle_poll(Duration::from_millis(3));
+        assert_eq!((w.batch_entries, w.idle_poll), (64, Duration::from_millis(3)));
+    }
+}

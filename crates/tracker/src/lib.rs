@@ -93,25 +93,10 @@ pub async fn bench(args: BenchArgs, ctx: Ctx) -> Result<()> {
 /// A component fails to start.
 pub async fn demo(ctx: &Ctx, bus: &Bus, store: &Store) -> Result<Vec<Endpoint>> {
     migrate(store).await?;
-    let args = CollectorArgs {
-        listen: ([127, 0, 0, 1], 0).into(),
-        backends: Backends { bus: "memory://".into(), store: String::new() },
-        max_body_bytes: 1 << 20,
-        max_batch_events: 10_000,
-        queue_capacity: 1024,
-        max_event_age: Duration::from_secs(7 * 86_400),
-        max_clock_skew: Duration::from_secs(300),
-        serve_api: true,
-    };
+    let args = CollectorArgs::ephemeral();
     let sink = journal::Sink::for_deployment(bus, store);
     let addr = role::start_collector(&args, sink, Some(store.clone()), ctx).await?;
-    let worker = WorkerArgs {
-        backends: args.backends.clone(),
-        batch_entries: 64,
-        consumer: "tracker-workers".into(),
-        ack_wait: Duration::from_secs(30),
-        idle_poll: Duration::from_millis(100),
-    };
+    let worker = WorkerArgs::with_idle_poll(Duration::from_millis(100));
     role::start_worker(&worker, bus.clone(), store.clone(), ctx)?;
     let batch_url = format!("http://{addr}/track/batch");
     generator::spawn_feed(batch_url.clone(), 20, Duration::from_millis(200), ctx);
