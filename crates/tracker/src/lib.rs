@@ -66,8 +66,8 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
         Command::Worker(args) => {
             let bus = Bus::connect(&args.backends.bus).await?;
             let store = open_store(&args.backends.store).await?;
-            role::start_worker(&args, bus, store, &ctx)?;
-            ctx.shutdown.cancelled().await;
+            // Awaited, not spawned: a worker that cannot start fails the process.
+            worker::run(role::worker_config(&args)?, bus, store, ctx).await?;
         }
         Command::Api(args) => {
             let store = open_store(&args.store).await?;

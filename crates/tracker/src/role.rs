@@ -106,20 +106,29 @@ async fn serve(
     Ok(addr)
 }
 
-/// Spawns a worker on `ctx`.
+/// The worker's settings from its flags.
 ///
 /// # Errors
 /// Invalid flags.
-pub fn start_worker(args: &WorkerArgs, bus: Bus, store: Store, ctx: &Ctx) -> Result<()> {
+pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig> {
     if args.batch_entries == 0 {
         return Err(Error::Config("--batch-entries must be positive".into()));
     }
-    let cfg = WorkerConfig {
+    Ok(WorkerConfig {
         batch_entries: args.batch_entries,
         consumer: args.consumer.clone(),
         ack_wait: args.ack_wait,
         idle_poll: args.idle_poll,
-    };
+    })
+}
+
+/// Spawns a worker on `ctx` (demo, benchmark); a worker that cannot start is logged and
+/// leaves `tracker-worker` not ready.
+///
+/// # Errors
+/// Invalid flags.
+pub fn start_worker(args: &WorkerArgs, bus: Bus, store: Store, ctx: &Ctx) -> Result<()> {
+    let cfg = worker_config(args)?;
     ctx.health.register("tracker-worker");
     let worker_ctx = ctx.clone();
     ctx.spawn(async move {
