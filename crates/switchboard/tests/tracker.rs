@@ -18,7 +18,9 @@ struct Proc {
 
 impl Proc {
     fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::fs::File::create(dir.join(format!("{name}-{n}.log"))).unwrap();
         let child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
@@ -56,9 +58,10 @@ impl Drop for Proc {
     }
 }
 
-/// One embedded deployment: a temp SQLite store and the collector's address.
+/// One deployment: its bus and store, and the collector's address.
 struct Tracker {
     dir: tempfile::TempDir,
+    bus: String,
     store: String,
     base: String,
     client: reqwest::Client,
@@ -93,7 +96,8 @@ impl Tracker {
     }
 
     fn worker(&self, extra: &[&str]) -> Proc {
-        let mut args = vec!["tracker", "worker", "--store", &self.store, "--idle-poll", "5ms"];
+        let mut args = vec!["tracker", "worker", "--bus", &self.bus, "--store", &self.store];
+        args.extend(["--idle-poll", "5ms"]);
         args.extend_from_slice(extra);
         Proc::start(self.dir.path(), "worker", &args)
     }
