@@ -77,11 +77,12 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
             &bodies,
             "embedded",
             "collector → SQLite outbox (202)",
-            Sink::Outbox(store),
+            Sink::Outbox(store.clone()),
             &ctx,
         )
         .await?,
     );
+    rows.push(drain_backlog(&args, "embedded", &bus, &store).await?);
     let store = temp_store(&dir, "e2e").await?;
     rows.push(end_to_end(&args, &bodies, "embedded", &bus, &store, &ctx).await?);
 
@@ -144,24 +145,46 @@ async fn end_to_end(
     let started = Instant::now();
     let outcome = async {
         let load = load(format!("http://{addr}/track/batch"), bodies, args, ctx).await?;
-        let target = before + args.events as i64;
-        let deadline = started + args.timeout;
-        while report::total(store).await? < target {
-            if Instant::now() > deadline || ctx.shutdown.is_cancelled() {
-                return Err(Error::Bench(format!(
-                    "{mode}: events not queryable within {:?}",
-                    args.timeout
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(load)
+        wait_total(store, before + args.events as i64, started + args.timeout).await?;
+        Ok::<_, Error>(load)
     }
     .await;
     let elapsed = started.elapsed();
     phase_ctx.drain(Duration::from_secs(10)).await;
     let load = outcome?;
     Ok(row(mode, "end to end until queryable", args.events, elapsed, &load))
+}
+
+/// Times a worker folding the backlog the collector-only phase left in the journal.
+async fn drain_backlog(
+    args: &BenchArgs,
+    mode: &'static str,
+    bus: &Bus,
+    store: &Store,
+) -> Result<Row> {
+    let phase_ctx = Ctx::new();
+    let before = report::total(store).await?;
+    let started = Instant::now();
+    let worker = WorkerArgs::with_idle_poll(Duration::from_millis(2));
+    role::start_worker(&worker, bus.clone(), store.clone(), &phase_ctx)?;
+    let target = before + args.events as i64;
+    let outcome = wait_total(store, target, started + args.timeout).await;
+    let elapsed = started.elapsed();
+    phase_ctx.drain(Duration::from_secs(10)).await;
+    outcome?;
+    let none = Load { elapsed, latencies: Vec::new(), shed: 0 };
+    Ok(row(mode, "worker alone: fold the backlog", args.events, elapsed, &none))
+}
+
+/// Polls the read model until it counts `target` events.
+async fn wait_total(store: &Store, target: i64, deadline: Instant) -> Result<()> {
+    while report::total(store).await? < target {
+        if Instant::now() > deadline {
+            return Err(Error::Bench("events not queryable in time".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// Sends `args.events` events in batch requests from `args.concurrency` clients; a 503 is
