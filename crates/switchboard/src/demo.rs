@@ -34,7 +34,9 @@ pub async fn run(args: DemoArgs, ctx: Ctx, admin_addr: SocketAddr) -> anyhow::Re
     ctx.health.set_ready("demo", true);
     ctx.shutdown.cancelled().await;
     println!("shutting down: draining every service…");
-    store.close().await;
+    // No `store.close()` here: services still write their last batches and snapshots while
+    // `main` drains them. The pool closes when the last service drops its handle.
+    drop(store);
     Ok(())
 }
 
