@@ -300,3 +300,23 @@ fn group_thousands(n: i64) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn distributed_pipeline_on_nats_and_postgres_survives_a_killed_worker() {
+    let nats = switchboard_testkit::NatsServer::start();
+    let pg = switchboard_testkit::PostgresServer::start();
+    let t = Tracker::with_backends(&nats.url, &pg.url);
+    let mut collector = t.collector(&[]);
+    t.wait_ready().await;
+    // Two workers share the durable consumer; a short ack wait makes redelivery quick.
+    let mut doomed = t.worker(&["--batch-entries", "4", "--ack-wait", "2s"]);
+    let accepted = send(&t, 200, 100).await;
+    wait_for("the worker to start folding", || async { t.folded().await > 0 }).await;
+    doomed.kill9();
+    assert!(t.folded().await < accepted, "worker finished before it could be killed");
+    let mut survivor = t.worker(&["--ack-wait", "2s"]);
+    t.wait_folded(accepted).await;
+    t.assert_consistent().await;
+    assert!(collector.terminate().success());
+    assert!(survivor.terminate().success());
+}

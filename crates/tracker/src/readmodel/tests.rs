@@ -109,3 +109,22 @@ async fn audit_detects_a_tampered_read_model() {
     assert!(a.object_mismatches > 0 && a.minute_mismatches > 0, "{a:?}");
     assert_ne!(a.raw_events, a.counted_events);
 }
+
+#[tokio::test]
+async fn postgres_folding_outbox_and_reports_match_sqlite_semantics() {
+    let pg = switchboard_testkit::PostgresServer::start();
+    let store = crate::open_store(&pg.url).await.unwrap();
+    folding_is_idempotent_and_matches_recount(&store).await;
+    outbox_is_consumed_exactly_once(&store).await;
+    // Every report query runs on PostgreSQL's dialect too (types, integer division, casts).
+    let f = crate::report::Filter { from_ms: T0 - DAY_MS, to_ms: T0 + 2 * DAY_MS, ..Default::default() };
+    let series = crate::report::series(&store, &f, 120_000).await.unwrap();
+    let top = crate::report::top(&store, &f, 3).await.unwrap();
+    let breakdown = crate::report::breakdown(&store, &f).await.unwrap();
+    let uniques = crate::report::uniques(&store, &f).await.unwrap();
+    let total: i64 = breakdown.iter().map(|b| b.count).sum();
+    assert_eq!(series.iter().map(|p| p.count).sum::<i64>(), total);
+    assert_eq!(total, crate::report::total(&store).await.unwrap());
+    assert_eq!(top.len(), 3);
+    assert!(!uniques.is_empty());
+}
