@@ -52,7 +52,11 @@ pub(crate) async fn folding_is_idempotent_and_matches_recount(store: &Store) {
 }
 
 pub(crate) async fn outbox_is_consumed_exactly_once(store: &Store) {
-    let events = sample(250);
+    let mut events = sample(250);
+    // Ids of their own, so this check also runs on a store the other one filled.
+    for e in &mut events {
+        e.id = e.id.replace("-8000-", "-9000-");
+    }
     let entries: Vec<(String, usize)> =
         events.chunks(50).map(|c| (serde_json::to_string(c).unwrap(), c.len())).collect();
     outbox::append(store, &entries, T0).await.unwrap();
