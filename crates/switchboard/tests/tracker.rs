@@ -68,29 +68,28 @@ struct Tracker {
 }
 
 impl Tracker {
+    /// Embedded mode: memory bus, SQLite file in a temp dir.
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = format!("sqlite://{}", dir.path().join("tracker.db").display());
+        Self::build(dir, "memory://".into(), store)
+    }
+
+    /// Distributed mode.
+    fn with_backends(bus: &str, store: &str) -> Self {
+        Self::build(tempfile::tempdir().unwrap(), bus.into(), store.into())
+    }
+
+    fn build(dir: tempfile::TempDir, bus: String, store: String) -> Self {
         let port = switchboard_testkit::free_port();
-        Self {
-            dir,
-            store,
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
-        }
+        let base = format!("http://127.0.0.1:{port}");
+        Self { dir, bus, store, base, client: reqwest::Client::new() }
     }
 
     fn collector(&self, extra: &[&str]) -> Proc {
         let listen = self.base.trim_start_matches("http://").to_owned();
-        let mut args = vec![
-            "tracker",
-            "collector",
-            "--serve-api",
-            "--listen",
-            &listen,
-            "--store",
-            &self.store,
-        ];
+        let mut args = vec!["tracker", "collector", "--serve-api", "--listen", &listen];
+        args.extend(["--bus", &self.bus, "--store", &self.store]);
         args.extend_from_slice(extra);
         Proc::start(self.dir.path(), "collector", &args)
     }
@@ -308,9 +307,10 @@ async fn distributed_pipeline_on_nats_and_postgres_survives_a_killed_worker() {
     let t = Tracker::with_backends(&nats.url, &pg.url);
     let mut collector = t.collector(&[]);
     t.wait_ready().await;
-    // Two workers share the durable consumer; a short ack wait makes redelivery quick.
-    let mut doomed = t.worker(&["--batch-entries", "4", "--ack-wait", "2s"]);
     let accepted = send(&t, 200, 100).await;
+    // Workers share the durable consumer; a short ack wait makes redelivery of the killed
+    // worker's unacked messages quick.
+    let mut doomed = t.worker(&["--batch-entries", "4", "--ack-wait", "2s"]);
     wait_for("the worker to start folding", || async { t.folded().await > 0 }).await;
     doomed.kill9();
     assert!(t.folded().await < accepted, "worker finished before it could be killed");

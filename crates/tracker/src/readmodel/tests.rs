@@ -121,7 +121,11 @@ async fn postgres_folding_outbox_and_reports_match_sqlite_semantics() {
     folding_is_idempotent_and_matches_recount(&store).await;
     outbox_is_consumed_exactly_once(&store).await;
     // Every report query runs on PostgreSQL's dialect too (types, integer division, casts).
-    let f = crate::report::Filter { from_ms: T0 - DAY_MS, to_ms: T0 + 2 * DAY_MS, ..Default::default() };
+    let f = crate::report::Filter {
+        from_ms: T0 - DAY_MS,
+        to_ms: T0 + 2 * DAY_MS,
+        ..Default::default()
+    };
     let series = crate::report::series(&store, &f, 120_000).await.unwrap();
     let top = crate::report::top(&store, &f, 3).await.unwrap();
     let breakdown = crate::report::breakdown(&store, &f).await.unwrap();
