@@ -120,7 +120,7 @@ pub struct BenchArgs {
     pub bench_postgres: Option<String>,
 
     /// Give up on a phase after this long.
-    #[arg(long, env = "SWITCHBOARD_BENCH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
 

@@ -32,7 +32,7 @@ pub struct WorkerConfig {
 
 enum Source {
     Outbox,
-    Stream(Consumer),
+    Stream(Box<Consumer>),
 }
 
 /// Runs one worker until `ctx.shutdown`; the batch in progress is finished first.
@@ -45,7 +45,7 @@ pub async fn run(cfg: WorkerConfig, bus: Bus, store: Store, ctx: Ctx) -> Result<
             bus.ensure_stream(&journal::stream_config()).await?;
             let mut cc = ConsumerConfig::new(cfg.consumer.clone());
             cc.ack_wait = cfg.ack_wait;
-            Source::Stream(bus.consumer(journal::STREAM, &cc).await?)
+            Source::Stream(Box::new(bus.consumer(journal::STREAM, &cc).await?))
         }
         Sink::Outbox(_) | Sink::Discard => Source::Outbox,
     };
