@@ -68,7 +68,7 @@ pub struct WorkerArgs {
     pub backends: Backends,
 
     /// Most journal entries (collector requests) folded in one transaction.
-    #[arg(long, env = "SWITCHBOARD_BATCH_ENTRIES", default_value_t = 64)]
+    #[arg(long, env = "SWITCHBOARD_BATCH_ENTRIES", default_value_t = 256)]
     pub batch_entries: usize,
 
     /// Durable consumer name; workers with the same name share the stream.
@@ -163,6 +163,6 @@ mod tests {
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.max_batch_events, 10_000);
         let w = WorkerArgs::with_idle_poll(Duration::from_millis(3));
-        assert_eq!((w.batch_entries, w.idle_poll), (64, Duration::from_millis(3)));
+        assert_eq!((w.batch_entries, w.idle_poll), (256, Duration::from_millis(3)));
     }
 }

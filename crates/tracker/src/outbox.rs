@@ -11,6 +11,12 @@ use crate::Result;
 use crate::event::Event;
 use crate::readmodel;
 
+/// SQLite has a single writer. Writers in one process (collector journal and worker in the
+/// demo or the benchmark) queue here instead of in SQLite's busy handler, which polls with
+/// sleeps of up to 100 ms and made each side stall behind the other's short commits.
+/// Writers in other processes still meet at SQLite's lock (with `busy_timeout`).
+static SQLITE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What one [`take_and_fold`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Folded {
@@ -39,7 +45,10 @@ pub async fn append(store: &Store, entries: &[(String, usize)], now_ms: i64) -> 
         }};
     }
     match store {
-        Store::Sqlite(pool) => insert!(sqlx::Sqlite, pool),
+        Store::Sqlite(pool) => {
+            let _writer = SQLITE_WRITER.lock().await;
+            insert!(sqlx::Sqlite, pool);
+        }
         Store::Postgres(pool) => insert!(sqlx::Postgres, pool),
     }
     Ok(())
@@ -65,12 +74,15 @@ pub async fn take_and_fold(store: &Store, max_entries: usize) -> Result<Folded> 
         }};
     }
     Ok(match store {
-        Store::Sqlite(pool) => run!(
-            pool,
-            "DELETE FROM tracker_outbox WHERE seq IN \
+        Store::Sqlite(pool) => {
+            let _writer = SQLITE_WRITER.lock().await;
+            run!(
+                pool,
+                "DELETE FROM tracker_outbox WHERE seq IN \
              (SELECT seq FROM tracker_outbox ORDER BY seq LIMIT ?) RETURNING body",
-            readmodel::sqlite::fold
-        ),
+                readmodel::sqlite::fold
+            )
+        }
         // SKIP LOCKED lets several workers take disjoint entries concurrently.
         Store::Postgres(pool) => run!(
             pool,
