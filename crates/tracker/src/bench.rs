@@ -59,6 +59,9 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     let mut rows = Vec::new();
 
     let bus = Bus::memory();
+    // Warm-up (connections, allocator, page cache), not reported.
+    let warm = BenchArgs { events: (args.events / 10).max(args.batch), ..args.clone() };
+    collector_only(&warm, &bodies, "embedded", "warm-up", Sink::Discard, &ctx).await?;
     rows.push(
         collector_only(
             &args,
