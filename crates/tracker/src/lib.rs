@@ -57,9 +57,15 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
     match cmd {
         Command::Collector(args) => {
             let bus = Bus::connect(&args.backends.bus).await?;
-            let store = open_store(&args.backends.store).await?;
-            let sink = journal::Sink::for_deployment(&bus, &store);
-            let api_store = args.serve_api.then(|| store.clone());
+            // With a durable bus the collector needs the store only to serve reports.
+            let needs_store = bus.kind() == "memory" || args.serve_api;
+            let store =
+                if needs_store { Some(open_store(&args.backends.store).await?) } else { None };
+            let sink = match &store {
+                Some(store) => journal::Sink::for_deployment(&bus, store),
+                None => journal::Sink::Stream(bus.clone()),
+            };
+            let api_store = if args.serve_api { store } else { None };
             role::start_collector(&args, sink, api_store, &ctx).await?;
             ctx.shutdown.cancelled().await;
         }
