@@ -125,16 +125,20 @@ fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("`{name}` out of range")))
 }
 
-fn params(
-    q: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-) -> Result<Params, ApiError> {
+/// Query parameters, or why axum could not parse them (answered as 400 by [`params`]).
+type QueryParams = Result<Query<Params>, axum::extract::rejection::QueryRejection>;
+
+/// A report answer: the range it covers and its rows under `key`.
+fn answer(f: &Filter, key: &str, rows: impl serde::Serialize) -> ApiResult {
+    let rows = serde_json::to_value(rows).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Json(json!({"from": f.from_ms, "to": f.to_ms, key: rows})))
+}
+
+fn params(q: QueryParams) -> Result<Params, ApiError> {
     q.map(|Query(p)| p).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
-async fn series(
-    State(s): State<ApiState>,
-    q: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
+async fn series(State(s): State<ApiState>, q: QueryParams) -> ApiResult {
     let p = params(q)?;
     let f = p.filter(s.clock.now_ms())?;
     let step = p.step.unwrap_or(60);
@@ -147,10 +151,7 @@ async fn series(
     Ok(Json(json!({"from": f.from_ms, "to": f.to_ms, "stepMs": step * 1000, "points": points})))
 }
 
-async fn top(
-    State(s): State<ApiState>,
-    q: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
+async fn top(State(s): State<ApiState>, q: QueryParams) -> ApiResult {
     let p = params(q)?;
     let f = p.filter(s.clock.now_ms())?;
     let limit = p.limit.unwrap_or(10);
@@ -158,25 +159,19 @@ async fn top(
         return Err(ApiError::BadRequest("`limit` must be between 1 and 1000".to_owned()));
     }
     let rows = report::top(&s.store, &f, limit).await?;
-    Ok(Json(json!({"from": f.from_ms, "to": f.to_ms, "top": rows})))
+    answer(&f, "top", rows)
 }
 
-async fn breakdown(
-    State(s): State<ApiState>,
-    q: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
+async fn breakdown(State(s): State<ApiState>, q: QueryParams) -> ApiResult {
     let f = params(q)?.filter(s.clock.now_ms())?;
     let rows = report::breakdown(&s.store, &f).await?;
-    Ok(Json(json!({"from": f.from_ms, "to": f.to_ms, "breakdown": rows})))
+    answer(&f, "breakdown", rows)
 }
 
-async fn uniques(
-    State(s): State<ApiState>,
-    q: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
+async fn uniques(State(s): State<ApiState>, q: QueryParams) -> ApiResult {
     let f = params(q)?.filter(s.clock.now_ms())?;
     let rows = report::uniques(&s.store, &f).await?;
-    Ok(Json(json!({"from": f.from_ms, "to": f.to_ms, "uniques": rows})))
+    answer(&f, "uniques", rows)
 }
 
 async fn summary(State(s): State<ApiState>) -> ApiResult {
