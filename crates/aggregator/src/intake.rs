@@ -1,0 +1,206 @@
+//! Frames in, reports out: applies each frame to the [`Tally`] and turns every closed window
+//! into a queued report.
+//!
+//! The intake outlives connections: associations, the open window and queued reports survive
+//! a reconnect. It is owned by the reading task alone, so the hot path takes no lock; metric
+//! handles are resolved once here instead of per message.
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, counter, gauge, histogram};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::associations::Update;
+use crate::outbox::Outbox;
+use crate::protocol::{self, Frame};
+use crate::window::{Limits, Recorded, Schedule, Tally};
+
+/// Malformed frames logged at `warn` per window; the rest only at `debug` (the counter has all).
+const WARN_PER_WINDOW: u32 = 10;
+
+/// Cached metric handles of the hot path.
+struct Meters {
+    counted: Counter,
+    pending: Counter,
+    shed: Counter,
+    associations: Counter,
+    children: Gauge,
+    pending_pairs: Gauge,
+}
+
+impl Meters {
+    fn new() -> Self {
+        Self {
+            counted: counter!("aggregator_messages_total", "outcome" => "counted"),
+            pending: counter!("aggregator_messages_total", "outcome" => "pending"),
+            shed: counter!("aggregator_messages_total", "outcome" => "shed"),
+            associations: counter!("aggregator_associations_total"),
+            children: gauge!("aggregator_children"),
+            pending_pairs: gauge!("aggregator_pending_pairs"),
+        }
+    }
+}
+
+/// The aggregator's state across connections.
+pub(crate) struct Intake {
+    tally: Tally,
+    schedule: Schedule,
+    outbox: Arc<Outbox>,
+    max_frame_bytes: usize,
+    meters: Meters,
+    malformed_this_window: u32,
+    shed_this_window: u64,
+}
+
+impl Intake {
+    /// A fresh intake; windows follow `schedule`, reports go to `outbox`.
+    pub(crate) fn new(
+        limits: Limits,
+        schedule: Schedule,
+        outbox: Arc<Outbox>,
+        max_frame_bytes: usize,
+    ) -> Self {
+        Self {
+            tally: Tally::new(limits),
+            schedule,
+            outbox,
+            max_frame_bytes,
+            meters: Meters::new(),
+            malformed_this_window: 0,
+            shed_this_window: 0,
+        }
+    }
+
+    /// The outbox reports are queued in.
+    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Time until the open window must be closed.
+    pub(crate) fn until_due(&self) -> Duration {
+        self.schedule.until_due()
+    }
+
+    /// Closes the open window if it is due; call when [`Self::until_due`] has elapsed.
+    pub(crate) fn close_if_due(&mut self) {
+        if let Some(window) = self.schedule.close_due() {
+            self.close(window);
+        }
+    }
+
+    /// Closes the open window now, even if it has not ended (shutdown flush).
+    pub(crate) fn close_now(&mut self) {
+        let window = self.schedule.open_window();
+        self.close(window);
+    }
+
+    /// Applies one websocket message. Never fails: bad frames are counted and logged.
+    #[inline]
+    pub(crate) fn on_message(&mut self, msg: &Message) {
+        match msg {
+            Message::Text(text) => self.on_text(text.as_str()),
+            Message::Binary(b) => {
+                self.malformed("binary", &format!("binary frame of {} bytes", b.len()))
+            }
+            // Pings are answered by tungstenite; close ends the stream right after.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
+        }
+    }
+
+    /// Applies one text frame.
+    #[inline]
+    pub(crate) fn on_text(&mut self, text: &str) {
+        match protocol::parse(text, self.max_frame_bytes) {
+            Ok(Frame::Message { source, destination }) => {
+                match self.tally.record(source, destination) {
+                    Recorded::Counted => self.meters.counted.increment(1),
+                    Recorded::Pending => self.meters.pending.increment(1),
+                    Recorded::Shed => self.shed(),
+                }
+            }
+            Ok(Frame::Associations { pairs, skipped }) => self.associate(&pairs, skipped),
+            Err(e) => self.malformed(e.reason(), &e.to_string()),
+        }
+    }
+
+    fn associate(&mut self, pairs: &[(u128, u128)], skipped: usize) {
+        let mut full = 0u64;
+        for &(parent, child) in pairs {
+            if self.tally.associate(parent, child) == Update::Full {
+                full += 1;
+            }
+        }
+        self.meters.associations.increment(pairs.len() as u64);
+        self.meters.children.set(self.tally.children() as f64);
+        if skipped > 0 {
+            self.malformed(
+                "invalid_association",
+                &format!("{skipped} association entries skipped"),
+            );
+        }
+        if full > 0 {
+            counter!("aggregator_associations_rejected_total").increment(full);
+            tracing::warn!(
+                rejected = full,
+                children = self.tally.children(),
+                "association cap reached; updates for new children or parents rejected"
+            );
+        }
+    }
+
+    fn shed(&mut self) {
+        self.meters.shed.increment(1);
+        if self.shed_this_window == 0 {
+            tracing::warn!(
+                pending_pairs = self.tally.pending_pairs(),
+                "pending-pair cap reached; shedding messages with unknown children"
+            );
+        }
+        self.shed_this_window += 1;
+    }
+
+    fn malformed(&mut self, reason: &'static str, detail: &str) {
+        counter!("aggregator_frames_malformed_total", "reason" => reason).increment(1);
+        self.malformed_this_window += 1;
+        if self.malformed_this_window <= WARN_PER_WINDOW {
+            tracing::warn!(reason, detail, "skipping malformed frame");
+        } else {
+            tracing::debug!(reason, detail, "skipping malformed frame");
+        }
+    }
+
+    fn close(&mut self, window: i64) {
+        let started = std::time::Instant::now();
+        let flush = self.tally.flush();
+        let text = protocol::encode_report(&flush.rows);
+        let messages: u64 = flush.rows.iter().map(|r| r.2).sum();
+        counter!("aggregator_unresolved_resolved_late_total").increment(flush.resolved_late);
+        counter!("aggregator_unresolved_carried_total").increment(flush.carried);
+        counter!("aggregator_unresolved_dropped_total").increment(flush.dropped);
+        counter!("aggregator_windows_total").increment(1);
+        self.meters.pending_pairs.set(self.tally.pending_pairs() as f64);
+        if flush.dropped > 0 {
+            tracing::warn!(
+                window,
+                dropped = flush.dropped,
+                "messages with children unknown for two windows dropped"
+            );
+        }
+        tracing::info!(
+            window,
+            pairs = flush.rows.len(),
+            messages,
+            carried = flush.carried,
+            malformed = self.malformed_this_window,
+            shed = self.shed_this_window,
+            "window closed"
+        );
+        if let Some(old) = self.outbox.push(window, text) {
+            counter!("aggregator_reports_dropped_total").increment(1);
+            tracing::warn!(window = old.window, "outbox full; dropped the oldest unsent report");
+        }
+        histogram!("aggregator_flush_seconds").record(started.elapsed().as_secs_f64());
+        self.malformed_this_window = 0;
+        self.shed_this_window = 0;
+    }
+}
