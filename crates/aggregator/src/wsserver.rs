@@ -322,7 +322,11 @@ impl Feeder {
             }
             if self.args.oversized_every > 0 && self.sent.is_multiple_of(self.args.oversized_every)
             {
-                frames.push(Message::text(format!("{:<1$}", "{}", self.args.oversized_bytes)));
+                // A valid message padded past the client's frame limit.
+                let (s, d) = self.world.pick_message();
+                let body = self.world.message_frame(s, d);
+                let pad = self.args.oversized_bytes.saturating_sub(body.len());
+                frames.push(Message::text(format!("{body}{}", " ".repeat(pad))));
             }
         }
         metrics::counter!("wsserver_messages_sent_total").increment(frames.len() as u64);
