@@ -65,17 +65,14 @@ pub struct Args {
 }
 
 impl Args {
-    /// Default flags pointed at `server`.
-    pub fn for_server(server: impl Into<String>) -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            args: Args,
-        }
-        let mut args = Wrap::parse_from(["aggregator"]).args;
+    /// Default flags (and `SWITCHBOARD_*` variables) pointed at `server`.
+    ///
+    /// # Errors
+    /// An environment variable holds an invalid value.
+    pub fn for_server(server: impl Into<String>) -> Result<Self> {
+        let mut args: Self = defaults("aggregator")?;
         args.server = server.into();
-        args
+        Ok(args)
     }
 
     fn limits(&self) -> Limits {
@@ -92,6 +89,14 @@ impl Args {
         let hard = self.max_frame_bytes.saturating_mul(4).max(16 << 20);
         WebSocketConfig::default().max_message_size(Some(hard)).max_frame_size(Some(hard))
     }
+}
+
+/// A flag struct as clap fills it with no flags given (defaults and `SWITCHBOARD_*` vars).
+pub(crate) fn defaults<A: clap::Args + clap::FromArgMatches>(name: &'static str) -> Result<A> {
+    let matches = A::augment_args(clap::Command::new(name))
+        .try_get_matches_from([name])
+        .map_err(|e| Error::Config(e.to_string()))?;
+    A::from_arg_matches(&matches).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// Runs the aggregator until `ctx.shutdown`, then flushes the open window.

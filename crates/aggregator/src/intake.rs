@@ -204,3 +204,67 @@ impl Intake {
         self.shed_this_window = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use switchboard_core::ManualClock;
+
+    use super::*;
+
+    const P: &str = "11111111-1111-4111-8111-111111111111";
+    const Q: &str = "22222222-2222-4222-8222-222222222222";
+    const A: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+    const B: &str = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
+
+    fn message(s: &str, d: &str) -> String {
+        format!(
+            r#"{{"source":"{s}","destination":"{d}","method":"GET","path":"/list","httpStatus":400}}"#
+        )
+    }
+
+    #[test]
+    fn frames_become_one_report_per_window_by_the_injected_clock() {
+        let clock = ManualClock::new(60_000);
+        let outbox = Arc::new(Outbox::new(8));
+        let limits = Limits { max_children: 10, max_parents: 10, max_pending: 10 };
+        let schedule = Schedule::new(Duration::from_secs(60), Arc::new(clock.clone()));
+        let mut intake = Intake::new(limits, schedule, outbox.clone(), 4096);
+
+        intake.on_text(&format!(" [{{\"parent\":\"{P}\",\"child\":\"{A}\"}}]\n"));
+        intake.on_text(&message(A, A));
+        intake.on_text(&message(A, B)); // B unknown yet
+        intake.on_text("not json");
+        intake.on_message(&Message::binary(vec![1, 2]));
+        intake.on_text(&format!("\t[{{\"parent\":\"{Q}\",\"children\":\"{B}\"}}]"));
+        intake.on_text(&message(B, A));
+
+        clock.set(119_999);
+        intake.close_if_due();
+        assert!(outbox.front().is_none(), "window still open");
+        clock.set(120_000);
+        intake.close_if_due();
+        let report = outbox.front().expect("one report");
+        assert_eq!(report.window, 60_000);
+        let got: serde_json::Value = serde_json::from_str(&report.text).unwrap();
+        let mut rows = got.as_array().unwrap().clone();
+        rows.sort_by_key(|r| {
+            r["source"].as_str().unwrap().to_owned() + r["destination"].as_str().unwrap()
+        });
+        assert_eq!(
+            serde_json::Value::Array(rows),
+            serde_json::json!([
+                {"source": P, "destination": P, "count": 1},
+                {"source": P, "destination": Q, "count": 1},
+                {"source": Q, "destination": P, "count": 1},
+            ])
+        );
+        outbox.ack(report.seq);
+
+        intake.on_text(&message(A, A));
+        intake.close_now(); // shutdown flush of a partial window
+        assert_eq!(
+            &*outbox.front().unwrap().text,
+            &format!(r#"[{{"source":"{P}","destination":"{P}","count":1}}]"#)
+        );
+    }
+}

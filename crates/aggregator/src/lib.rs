@@ -3,7 +3,7 @@
 //! simulator that checks those reports and the benchmark.
 //!
 //! # Layout
-//! * [`protocol`](crate::protocol) — the JSON wire contract, parsed into 128-bit ids.
+//! * `protocol` — the JSON wire contract, parsed into 128-bit ids.
 //! * `associations` — child → interned parent, cumulative and capped.
 //! * `window` — the per-window count, the unknown-child policy and the window schedule.
 //! * `intake` — frames in, reports out; the state that survives reconnects.
@@ -64,11 +64,16 @@ pub async fn bench(args: BenchArgs, ctx: Ctx) -> Result<()> {
 /// # Errors
 /// A component fails to start.
 pub async fn demo(ctx: &Ctx) -> Result<Vec<Endpoint>> {
-    let sim = wsserver::WsServerArgs::demo();
+    let sim = wsserver::WsServerArgs::demo()?;
     let (listener, addr) = wsserver::bind(&sim).await?;
     let url = format!("ws://{addr}/ws");
-    ctx.spawn(wsserver::serve(listener, sim, ctx.child()));
-    let args = Args::for_server(url.clone());
+    let sim_ctx = ctx.child();
+    ctx.spawn(async move {
+        if let Err(e) = wsserver::serve(listener, sim, sim_ctx).await {
+            tracing::error!(error = %e, "wsserver simulator stopped");
+        }
+    });
+    let args = Args::for_server(url.clone())?;
     let client_ctx = ctx.child();
     ctx.spawn(async move {
         if let Err(e) = client::run(args, Arc::new(SystemClock), client_ctx).await {

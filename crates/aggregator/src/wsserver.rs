@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::ledger::{Ledger, Verdict};
 use crate::{Error, Result};
 
-mod world;
+pub(crate) mod world;
 
 use world::{Shape, World};
 
@@ -94,19 +94,13 @@ pub struct WsServerArgs {
 
 impl WsServerArgs {
     /// The demo's simulator: every feature on, ephemeral port.
-    pub(crate) fn demo() -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            args: WsServerArgs,
-        }
-        let mut args = Wrap::parse_from(["wsserver"]).args;
+    pub(crate) fn demo() -> Result<Self> {
+        let mut args: Self = crate::client::defaults("wsserver")?;
         args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         args.pad = true;
         args.children_key = true;
         args.malformed_every = 5_000;
-        args
+        Ok(args)
     }
 
     fn shape(&self) -> Shape {
