@@ -197,3 +197,32 @@ async fn bad_flags_are_a_config_error() {
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[tokio::test]
+async fn demo_lists_the_aggregator_and_stops_cleanly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let data = std::env::temp_dir().join(format!("switchboard-agg-demo-{}", std::process::id()));
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["demo", "--data-dir", data.to_str().expect("utf-8 path")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn demo");
+    let mut lines = BufReader::new(demo.stdout.take().expect("stdout")).lines();
+    let sim_url = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.starts_with("aggregator") && line.contains("wsserver simulator") {
+                return line.rsplit(' ').next().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .expect("demo printed its table in time")
+    .expect("the table lists the aggregator's simulator");
+    assert!(sim_url.starts_with("ws://127.0.0.1:"), "{sim_url}");
+    assert!(terminate(demo).await, "demo did not exit cleanly");
+    let _ = std::fs::remove_dir_all(&data);
+}
