@@ -59,6 +59,11 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_BACKOFF_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
     pub backoff_max: Duration,
 
+    /// Reconnect when nothing (not even a pong to our pings, sent every third of this)
+    /// arrives for this long.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
     /// Give up a connection attempt (TCP + websocket handshake) after this long.
     #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -137,7 +142,7 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
                 connected.set(1.0);
                 ctx.health.set_ready("aggregator", true);
                 backoff.reset();
-                let end = session::run(ws, &mut intake, &ctx.shutdown).await;
+                let end = session::run(ws, &mut intake, &ctx.shutdown, args.idle_timeout).await;
                 connected.set(0.0);
                 ctx.health.set_ready("aggregator", false);
                 match end {
