@@ -50,6 +50,9 @@ pub(crate) struct Intake {
     meters: Meters,
     malformed_this_window: u32,
     shed_this_window: u64,
+    /// Message outcomes not yet added to the metrics (counted, pending): the reader publishes
+    /// once per batch of frames instead of touching shared atomics per message.
+    unpublished: (u64, u64),
 }
 
 impl Intake {
@@ -68,6 +71,7 @@ impl Intake {
             meters: Meters::new(),
             malformed_this_window: 0,
             shed_this_window: 0,
+            unpublished: (0, 0),
         }
     }
 
@@ -113,14 +117,21 @@ impl Intake {
         match protocol::parse(text, self.max_frame_bytes) {
             Ok(Frame::Message { source, destination }) => {
                 match self.tally.record(source, destination) {
-                    Recorded::Counted => self.meters.counted.increment(1),
-                    Recorded::Pending => self.meters.pending.increment(1),
+                    Recorded::Counted => self.unpublished.0 += 1,
+                    Recorded::Pending => self.unpublished.1 += 1,
                     Recorded::Shed => self.shed(),
                 }
             }
             Ok(Frame::Associations { pairs, skipped }) => self.associate(&pairs, skipped),
             Err(e) => self.malformed(e.reason(), &e.to_string()),
         }
+    }
+
+    /// Adds the message counts read since the last call to the metrics.
+    pub(crate) fn publish(&mut self) {
+        let (counted, pending) = std::mem::take(&mut self.unpublished);
+        self.meters.counted.increment(counted);
+        self.meters.pending.increment(pending);
     }
 
     fn associate(&mut self, pairs: &[(u128, u128)], skipped: usize) {
@@ -171,6 +182,7 @@ impl Intake {
 
     fn close(&mut self, window: i64) {
         let started = std::time::Instant::now();
+        self.publish();
         let flush = self.tally.flush();
         let text = protocol::encode_report(&flush.rows);
         let messages: u64 = flush.rows.iter().map(|r| r.2).sum();

@@ -113,6 +113,7 @@ where
                             None => break,
                         }
                     }
+                    intake.publish();
                     // Buffered frames come back without ever yielding; spending the
                     // cooperative budget lets the runtime fire the window timer on time even
                     // when the socket never runs dry.
