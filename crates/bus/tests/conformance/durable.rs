@@ -216,17 +216,26 @@ pub async fn bounded_stream_discards_oldest(bus: Bus) -> Result<()> {
 pub async fn fetch_wakes_on_publish(bus: Bus) -> Result<()> {
     events_stream(&bus, |_| {}).await?;
     let mut c = bus.consumer("EVENTS", &ConsumerConfig::new("w")).await?;
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel();
     let waiting = tokio::spawn(async move {
-        let started = Instant::now();
+        let _ = entered_tx.send(Instant::now());
         let got = c.fetch(10, PATIENCE).await;
-        (got, started.elapsed())
+        (got, Instant::now())
     });
-    // Give the fetch a head start so it is really waiting when the message lands.
+    // The fetch has been entered (the stream is empty, so it can only wait); the margin lets
+    // it reach its wait on a loaded machine before the message lands.
+    let entered = entered_rx.await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let published = Instant::now();
     publish_numbered(&bus, 0..1).await?;
-    let (got, waited) = waiting.await?;
+    let (got, returned) = waiting.await?;
     ensure!(payloads(&got?) == ["0"], "fetch returned without the message");
-    ensure!(waited < PATIENCE / 2, "fetch slept {waited:?} instead of waking");
+    ensure!(entered < published && returned >= published, "fetch did not span the publish");
+    ensure!(
+        returned - entered < PATIENCE / 2,
+        "fetch slept {:?} instead of waking",
+        returned - entered
+    );
     Ok(())
 }
 

@@ -33,7 +33,7 @@ pub(super) fn sweep(root: &Path) {
             continue;
         }
         if let Some(postmaster) = read_pid(&dir.join("data/postmaster.pid"))
-            && alive(postmaster)
+            && is_postmaster_of(postmaster, &dir)
         {
             let _ = Command::new("kill").args(["-KILL", &postmaster.to_string()]).status();
         }
@@ -48,6 +48,14 @@ fn read_pid(path: &Path) -> Option<u32> {
 
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether `pid` is still the postmaster serving `dir`: a recycled pid may now belong to any
+/// process, so it is killed only if its command line names postgres and this server dir.
+fn is_postmaster_of(pid: u32, dir: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    cmdline.contains("postgres") && dir.to_str().is_some_and(|d| cmdline.contains(d))
 }
 
 #[cfg(test)]
