@@ -54,8 +54,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "exiting after error");
-            eprintln!("error: {e:#}");
+            let message = describe(&e);
+            tracing::error!(error = %message, "exiting after error");
+            eprintln!("error: {message}");
             if is_config_error(&e) { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE }
         }
     }
@@ -109,6 +110,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = admin.await;
     telemetry.shutdown();
     outcome
+}
+
+/// The error and its causes, joined with ": ". Library errors often repeat their source in
+/// their own message (`bus: <source>`); a cause already spelled out is not printed twice.
+fn describe(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Whether `err` is a configuration mistake (bad URL, out-of-range value): exit 64, not 1.
