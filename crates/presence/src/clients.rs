@@ -1,0 +1,80 @@
+//! Many simulated clients in one process, for load and demos: each is a real [`Client`] with
+//! its own connection (as separate devices would have), ramped up at a bounded rate so the
+//! gateway's accept queue is not flooded.
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_core::Ctx;
+
+use crate::Result;
+use crate::client::Client;
+use crate::jitter::Jitter;
+
+/// `switchboard presence clients` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientsArgs {
+    /// How many clients to simulate.
+    #[arg(long, env = "SWITCHBOARD_COUNT", default_value_t = 100)]
+    pub count: usize,
+    /// Gateway URL(s); clients are spread over them round-robin. Repeat or comma-separate.
+    #[arg(
+        long = "gateway",
+        env = "SWITCHBOARD_GATEWAY",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub gateways: Vec<String>,
+    /// New connections per second while ramping up.
+    #[arg(long, env = "SWITCHBOARD_RAMP", default_value_t = 2_000)]
+    pub ramp: u32,
+    /// Longest wait between reconnection attempts of one client.
+    #[arg(long, env = "SWITCHBOARD_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+    /// On exit, print one JSON line with the Ping jitter the clients saw (used by the bench).
+    #[arg(long, env = "SWITCHBOARD_STATS_JSON")]
+    pub stats_json: bool,
+}
+
+/// Runs `args.count` clients until `ctx.shutdown`.
+///
+/// # Errors
+/// A gateway URL is invalid.
+pub async fn run(args: ClientsArgs, ctx: Ctx) -> Result<()> {
+    let jitter = Arc::new(Jitter::new(Duration::from_secs(1)));
+    spawn(&args, Some(jitter.clone()), &ctx)?;
+    ctx.health.set_ready("presence-clients", true);
+    ctx.shutdown.cancelled().await;
+    if args.stats_json {
+        let s = jitter.summary();
+        println!(
+            "{{\"clients\":{},\"samples\":{},\"jitter_p50_ms\":{},\"jitter_p99_ms\":{},\"jitter_max_ms\":{}}}",
+            args.count, s.samples, s.p50_ms, s.p99_ms, s.max_ms
+        );
+    }
+    Ok(())
+}
+
+/// Spawns the clients on `ctx` (ramped); returns at once.
+///
+/// # Errors
+/// A gateway URL is invalid.
+pub fn spawn(args: &ClientsArgs, jitter: Option<Arc<Jitter>>, ctx: &Ctx) -> Result<()> {
+    let proto = Client::new(uuid::Uuid::nil(), &args.gateways, args.max_backoff, jitter)?;
+    let count = args.count;
+    let pause = Duration::from_secs(1) / args.ramp.max(1);
+    let c = ctx.clone();
+    ctx.spawn(async move {
+        let mut ramp = tokio::time::interval(pause);
+        for i in 0..count {
+            tokio::select! {
+                () = c.shutdown.cancelled() => return,
+                _ = ramp.tick() => {}
+            }
+            let client = proto.with_id(uuid::Uuid::new_v4());
+            let stop = c.shutdown.clone();
+            c.spawn(async move { client.run(i, stop).await });
+        }
+        tracing::info!(count, "all simulated clients started");
+    });
+    Ok(())
+}
