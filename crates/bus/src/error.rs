@@ -15,6 +15,9 @@ pub enum Error {
     /// No stream captures the subject, or the named stream/consumer does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A subject or subject pattern is malformed (empty token, misplaced wildcard, whitespace).
+    #[error("invalid subject {0}")]
+    InvalidSubject(String),
     /// Invalid stream or consumer configuration.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -18,12 +18,15 @@
 //!
 //! THIS FILE IS THE CONTRACT; implementations live in `memory.rs` and `nats.rs`.
 #![forbid(unsafe_code)]
-// The engines are stubs until the bus work lands; remove this then.
+// The NATS engine is a stub until the next commit; remove this then.
 #![allow(dead_code)]
 
+mod config;
 mod error;
 mod memory;
 mod nats;
+mod shed;
+mod subject;
 
 use std::time::Duration;
 
@@ -53,8 +56,12 @@ pub struct Message {
 }
 
 enum Reply {
-    Memory(tokio::sync::oneshot::Sender<Bytes>),
-    Nats { client: async_nats::Client, subject: async_nats::Subject },
+    /// Capacity 1: the first answer wins, as on NATS.
+    Memory(tokio::sync::mpsc::Sender<Bytes>),
+    Nats {
+        client: async_nats::Client,
+        subject: async_nats::Subject,
+    },
 }
 
 /// A stream of [`Message`]s; dropping it unsubscribes.
@@ -204,6 +211,7 @@ impl Bus {
     /// # Errors
     /// The connection is closed.
     pub async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
+        subject::validate_subject(subject)?;
         match &self.engine {
             Engine::Memory(b) => b.publish(subject, payload),
             Engine::Nats(b) => b.publish(subject, payload).await,
@@ -215,6 +223,7 @@ impl Bus {
     /// # Errors
     /// The connection is closed.
     pub async fn subscribe(&self, subject: &str) -> Result<Subscription> {
+        subject::validate_pattern(subject)?;
         match &self.engine {
             Engine::Memory(b) => Ok(b.subscribe(subject, None)),
             Engine::Nats(b) => b.subscribe(subject, None).await,
@@ -226,6 +235,10 @@ impl Bus {
     /// # Errors
     /// The connection is closed.
     pub async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription> {
+        subject::validate_pattern(subject)?;
+        if group.is_empty() || group.chars().any(char::is_whitespace) {
+            return Err(Error::Config(format!("queue group {group:?}: empty or has whitespace")));
+        }
         match &self.engine {
             Engine::Memory(b) => Ok(b.subscribe(subject, Some(group))),
             Engine::Nats(b) => b.subscribe(subject, Some(group)).await,
@@ -237,6 +250,7 @@ impl Bus {
     /// # Errors
     /// [`Error::NoResponders`], [`Error::Timeout`], or a closed connection.
     pub async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes> {
+        subject::validate_subject(subject)?;
         match &self.engine {
             Engine::Memory(b) => b.request(subject, payload, timeout).await,
             Engine::Nats(b) => b.request(subject, payload, timeout).await,
@@ -248,6 +262,7 @@ impl Bus {
     /// # Errors
     /// Invalid configuration, or the server refuses it.
     pub async fn ensure_stream(&self, cfg: &StreamConfig) -> Result<()> {
+        cfg.validate()?;
         match &self.engine {
             Engine::Memory(b) => b.ensure_stream(cfg),
             Engine::Nats(b) => b.ensure_stream(cfg).await,
@@ -265,6 +280,7 @@ impl Bus {
         payload: Bytes,
         msg_id: Option<&str>,
     ) -> Result<u64> {
+        subject::validate_subject(subject)?;
         match &self.engine {
             Engine::Memory(b) => b.publish_durable(subject, payload, msg_id),
             Engine::Nats(b) => b.publish_durable(subject, payload, msg_id).await,
@@ -281,6 +297,9 @@ impl Bus {
         &self,
         messages: Vec<(String, Bytes, Option<String>)>,
     ) -> Result<()> {
+        for (subject, _, _) in &messages {
+            subject::validate_subject(subject)?;
+        }
         match &self.engine {
             Engine::Memory(b) => b.publish_durable_batch(messages),
             Engine::Nats(b) => b.publish_durable_batch(messages).await,
@@ -292,6 +311,7 @@ impl Bus {
     /// # Errors
     /// The stream does not exist, or the server refuses the consumer.
     pub async fn consumer(&self, stream: &str, cfg: &ConsumerConfig) -> Result<Consumer> {
+        cfg.validate()?;
         let inner = match &self.engine {
             Engine::Memory(b) => ConsumerInner::Memory(b.consumer(stream, cfg)?),
             Engine::Nats(b) => ConsumerInner::Nats(b.consumer(stream, cfg).await?),
@@ -319,7 +339,7 @@ impl Message {
         match self.reply {
             None => Ok(()),
             Some(Reply::Memory(tx)) => {
-                let _ = tx.send(payload); // the requester may have timed out
+                let _ = tx.try_send(payload); // the requester may have timed out or been answered
                 Ok(())
             }
             Some(Reply::Nats { client, subject }) => nats::respond(&client, subject, payload).await,
