@@ -25,7 +25,15 @@ pub struct ClientArgs {
     /// This client's unique id (default: a random UUID).
     #[arg(long, env = "SWITCHBOARD_ID")]
     pub id: Option<uuid::Uuid>,
-    /// Gateway URL(s); on failure the client moves to the next one. Repeat or comma-separate.
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Where clients connect and how they retry (shared by `client` and `clients`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Gateway URL(s); on failure a client moves to the next one. Repeat or comma-separate.
     #[arg(
         long = "gateway",
         env = "SWITCHBOARD_GATEWAY",
@@ -38,14 +46,21 @@ pub struct ClientArgs {
     pub max_backoff: Duration,
 }
 
+impl Target {
+    /// Clients of `gateways` with the default 5 s backoff cap.
+    pub fn new(gateways: Vec<String>) -> Self {
+        Self { gateways, max_backoff: Duration::from_secs(5) }
+    }
+}
+
 /// Runs one client until `ctx.shutdown`.
 ///
 /// # Errors
 /// A gateway URL is invalid.
 pub async fn run(args: ClientArgs, ctx: Ctx) -> Result<()> {
     let id = args.id.unwrap_or_else(uuid::Uuid::new_v4);
-    let client = Client::new(id, &args.gateways, args.max_backoff, None)?;
-    tracing::info!(client_id = %id, gateways = ?args.gateways, "presence client starting");
+    let client = Client::new(id, &args.target, None)?;
+    tracing::info!(client_id = %id, gateways = ?args.target.gateways, "presence client starting");
     ctx.health.set_ready("presence-client", true);
     client.run(0, ctx.shutdown.clone()).await;
     Ok(())
@@ -65,12 +80,8 @@ impl Client {
     ///
     /// # Errors
     /// No gateway, or a URL that does not parse.
-    pub fn new(
-        id: uuid::Uuid,
-        gateways: &[String],
-        max_backoff: Duration,
-        jitter: Option<Arc<Jitter>>,
-    ) -> Result<Self> {
+    pub fn new(id: uuid::Uuid, target: &Target, jitter: Option<Arc<Jitter>>) -> Result<Self> {
+        let gateways = &target.gateways;
         if gateways.is_empty() {
             return Err(Error::Config("at least one --gateway is needed".into()));
         }
@@ -82,7 +93,7 @@ impl Client {
                     .map_err(|e| Error::Config(format!("gateway URL {g:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { id, gateways: gateways.into(), max_backoff, jitter })
+        Ok(Self { id, gateways: gateways.into(), max_backoff: target.max_backoff, jitter })
     }
 
     /// Clone with another id (many simulated clients share the parsed endpoints).
@@ -197,10 +208,8 @@ mod tests {
     #[test]
     fn a_client_needs_a_valid_gateway() {
         let id = uuid::Uuid::new_v4();
-        assert!(Client::new(id, &[], Duration::from_secs(1), None).is_err());
-        assert!(Client::new(id, &["not a url".into()], Duration::from_secs(1), None).is_err());
-        assert!(
-            Client::new(id, &["http://127.0.0.1:1".into()], Duration::from_secs(1), None).is_ok()
-        );
+        assert!(Client::new(id, &Target::new(vec![]), None).is_err());
+        assert!(Client::new(id, &Target::new(vec!["not a url".into()]), None).is_err());
+        assert!(Client::new(id, &Target::new(vec!["http://127.0.0.1:1".into()]), None).is_ok());
     }
 }

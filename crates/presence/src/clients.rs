@@ -7,7 +7,7 @@ use std::time::Duration;
 use switchboard_core::Ctx;
 
 use crate::Result;
-use crate::client::Client;
+use crate::client::{Client, Target};
 use crate::jitter::Jitter;
 
 /// `switchboard presence clients` flags.
@@ -16,20 +16,12 @@ pub struct ClientsArgs {
     /// How many clients to simulate.
     #[arg(long, env = "SWITCHBOARD_COUNT", default_value_t = 100)]
     pub count: usize,
-    /// Gateway URL(s); clients are spread over them round-robin. Repeat or comma-separate.
-    #[arg(
-        long = "gateway",
-        env = "SWITCHBOARD_GATEWAY",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub gateways: Vec<String>,
+    /// Where to connect; clients start on the gateways round-robin.
+    #[command(flatten)]
+    pub target: Target,
     /// New connections per second while ramping up.
     #[arg(long, env = "SWITCHBOARD_RAMP", default_value_t = 2_000)]
     pub ramp: u32,
-    /// Longest wait between reconnection attempts of one client.
-    #[arg(long, env = "SWITCHBOARD_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub max_backoff: Duration,
     /// On exit, print one JSON line with the Ping jitter the clients saw (used by the bench).
     #[arg(long, env = "SWITCHBOARD_STATS_JSON")]
     pub stats_json: bool,
@@ -59,7 +51,7 @@ pub async fn run(args: ClientsArgs, ctx: Ctx) -> Result<()> {
 /// # Errors
 /// A gateway URL is invalid.
 pub fn spawn(args: &ClientsArgs, jitter: Option<Arc<Jitter>>, ctx: &Ctx) -> Result<()> {
-    let proto = Client::new(uuid::Uuid::nil(), &args.gateways, args.max_backoff, jitter)?;
+    let proto = Client::new(uuid::Uuid::nil(), &args.target, jitter)?;
     let count = args.count;
     let pause = Duration::from_secs(1) / args.ramp.max(1);
     let c = ctx.clone();

@@ -7,6 +7,7 @@ use switchboard_core::{Ctx, Endpoint, SystemClock};
 use switchboard_store::Store;
 
 use crate::Result;
+use crate::client::Target;
 use crate::clients::{self, ClientsArgs};
 use crate::gateway::{self, GatewayArgs};
 use crate::status::{self, StatusArgs};
@@ -32,9 +33,8 @@ pub async fn start(
     if clients > 0 {
         let args = ClientsArgs {
             count: clients,
-            gateways: vec![gateway_url.clone()],
+            target: Target::new(vec![gateway_url.clone()]),
             ramp: 1_000,
-            max_backoff: std::time::Duration::from_secs(5),
             stats_json: false,
         };
         clients::spawn(&args, None, ctx)?;

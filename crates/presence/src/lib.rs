@@ -21,7 +21,7 @@ mod demo;
 mod error;
 mod gateway;
 mod jitter;
-mod proto;
+pub mod proto;
 mod report;
 mod status;
 mod trace;
@@ -32,12 +32,12 @@ use switchboard_core::{Ctx, Endpoint};
 use switchboard_store::Store;
 
 pub use bench::BenchArgs;
-pub use client::{Client, ClientArgs};
-pub use clients::ClientsArgs;
+pub use client::{Client, ClientArgs, Target};
+pub use clients::{ClientsArgs, spawn as spawn_clients};
 pub use error::{Error, Result};
-pub use gateway::GatewayArgs;
+pub use gateway::{GatewayArgs, start as start_gateway};
 pub use jitter::{Jitter, JitterSummary};
-pub use status::{StatusArgs, fetch_online};
+pub use status::{StatusArgs, fetch_online, start as start_status};
 pub use window::{LastSeen, Recorded};
 
 /// Roles of this service.

@@ -15,6 +15,17 @@ pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 /// Migrations of the presence schema on PostgreSQL (versions 4xxx).
 pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Runs the same sqlx expression on whichever pool `store` has: the SQL here is portable, only
+/// the pool type differs.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
 const MAGIC: &[u8; 4] = b"PSN1";
 const ENTRY: usize = 24;
 
@@ -81,26 +92,15 @@ pub async fn save(store: &Store, replica: &str, snap: &Snapshot) -> Result<()> {
     let users = i64::try_from(snap.entries.len()).unwrap_or(i64::MAX);
     const UPSERT: &str = "INSERT INTO presence_snapshot (replica, taken_ms, users, body) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (replica) DO UPDATE SET taken_ms = excluded.taken_ms, users = excluded.users, body = excluded.body";
-    match store {
-        Store::Sqlite(pool) => {
-            sqlx::query(UPSERT)
-                .bind(replica)
-                .bind(snap.taken_ms)
-                .bind(users)
-                .bind(body)
-                .execute(pool)
-                .await?;
-        }
-        Store::Postgres(pool) => {
-            sqlx::query(UPSERT)
-                .bind(replica)
-                .bind(snap.taken_ms)
-                .bind(users)
-                .bind(body)
-                .execute(pool)
-                .await?;
-        }
-    }
+    on_pool!(store, pool => {
+        sqlx::query(UPSERT)
+            .bind(replica)
+            .bind(snap.taken_ms)
+            .bind(users)
+            .bind(body)
+            .execute(pool)
+            .await?;
+    });
     Ok(())
 }
 
@@ -110,10 +110,8 @@ pub async fn save(store: &Store, replica: &str, snap: &Snapshot) -> Result<()> {
 /// The store fails, or the stored blob is corrupt.
 pub async fn load(store: &Store, replica: &str) -> Result<Option<Snapshot>> {
     const SELECT: &str = "SELECT taken_ms, body FROM presence_snapshot WHERE replica = $1";
-    let row: Option<(i64, Vec<u8>)> = match store {
-        Store::Sqlite(pool) => sqlx::query_as(SELECT).bind(replica).fetch_optional(pool).await?,
-        Store::Postgres(pool) => sqlx::query_as(SELECT).bind(replica).fetch_optional(pool).await?,
-    };
+    let row: Option<(i64, Vec<u8>)> =
+        on_pool!(store, pool => sqlx::query_as(SELECT).bind(replica).fetch_optional(pool).await?);
     row.map(|(taken_ms, body)| Snapshot::decode(taken_ms, &body)).transpose()
 }
 

@@ -1,0 +1,182 @@
+//! Gateway → bus → status in one process on the memory bus and a SQLite file: real gRPC
+//! sockets on 127.0.0.1:0, real clients, the status window judged by an injected clock.
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_bus::Bus;
+use switchboard_core::{Clock, Ctx, ManualClock, SystemClock};
+use switchboard_presence::{ClientsArgs, GatewayArgs, StatusArgs, Target, fetch_online};
+use switchboard_store::Store;
+
+/// Polls the status service until it reports `want`, or fails after `within`.
+async fn wait_for_count(url: &str, want: u64, within: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = u64::MAX;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(n) = fetch_online(url).await {
+            last = n;
+            if n == want {
+                return n;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("status at {url} reported {last}, expected {want} within {within:?}");
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    bus: Bus,
+    store: Store,
+    store_url: String,
+    gateway_url: String,
+}
+
+async fn setup(gateway_ctx: &Ctx) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("presence.db").display());
+    let store = Store::connect(&store_url).await.unwrap();
+    let bus = Bus::memory();
+    let addr = switchboard_presence::start_gateway(
+        GatewayArgs::default(),
+        bus.clone(),
+        gateway_ctx.clone(),
+    )
+    .await
+    .unwrap();
+    Setup { _dir: dir, bus, store, store_url, gateway_url: format!("http://{addr}") }
+}
+
+fn clients(n: usize, gateway: &str) -> ClientsArgs {
+    ClientsArgs {
+        count: n,
+        target: Target::new(vec![gateway.to_owned()]),
+        ramp: 1_000,
+        stats_json: false,
+    }
+}
+
+#[tokio::test]
+async fn users_count_while_online_and_leave_three_minutes_after_their_last_report() {
+    let gateway_ctx = Ctx::new();
+    let s = setup(&gateway_ctx).await;
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let status_ctx = Ctx::new();
+    let status_addr = switchboard_presence::start_status(
+        &StatusArgs::embedded(&s.store_url),
+        s.bus.clone(),
+        s.store.clone(),
+        Arc::new(clock.clone()),
+        status_ctx.clone(),
+    )
+    .await
+    .unwrap();
+    let status_url = format!("http://{status_addr}");
+
+    let clients_ctx = Ctx::new();
+    switchboard_presence::spawn_clients(&clients(20, &s.gateway_url), None, &clients_ctx).unwrap();
+    // The manual clock follows real time while clients report.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        clock.set(SystemClock.now_ms());
+        if fetch_online(&status_url).await.unwrap() == 20 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "20 clients never all counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(clients_ctx.drain(Duration::from_secs(5)).await);
+    // Let the last batch reach the status service before freezing time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let last_report = SystemClock.now_ms();
+
+    clock.set(last_report + 170_000);
+    assert_eq!(fetch_online(&status_url).await.unwrap(), 20, "still inside the window");
+    clock.set(last_report + 182_000);
+    assert_eq!(fetch_online(&status_url).await.unwrap(), 0, "3 minutes after the last report");
+
+    assert!(status_ctx.drain(Duration::from_secs(5)).await);
+    assert!(gateway_ctx.drain(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn a_restarted_status_replica_answers_the_same_count() {
+    let gateway_ctx = Ctx::new();
+    let s = setup(&gateway_ctx).await;
+    let args = StatusArgs::embedded(&s.store_url);
+    let start = |ctx: Ctx| {
+        let (args, bus, store) = (args.clone(), s.bus.clone(), s.store.clone());
+        async move {
+            let addr =
+                switchboard_presence::start_status(&args, bus, store, Arc::new(SystemClock), ctx)
+                    .await
+                    .unwrap();
+            format!("http://{addr}")
+        }
+    };
+    let first = Ctx::new();
+    let url = start(first.clone()).await;
+    let clients_ctx = Ctx::new();
+    switchboard_presence::spawn_clients(&clients(30, &s.gateway_url), None, &clients_ctx).unwrap();
+    wait_for_count(&url, 30, Duration::from_secs(20)).await;
+
+    assert!(first.drain(Duration::from_secs(5)).await, "status drained");
+    let second = Ctx::new();
+    let url = start(second.clone()).await;
+    // Answered from the snapshot at once, before any new report could have arrived.
+    assert_eq!(fetch_online(&url).await.unwrap(), 30);
+    // And the clients keep it there.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(fetch_online(&url).await.unwrap(), 30);
+
+    assert!(clients_ctx.drain(Duration::from_secs(5)).await);
+    assert!(second.drain(Duration::from_secs(5)).await);
+    assert!(gateway_ctx.drain(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn unknown_and_bad_input_is_refused_without_counting() {
+    use switchboard_presence::proto::{Pong, Status, gateway_client::GatewayClient};
+    let gateway_ctx = Ctx::new();
+    let s = setup(&gateway_ctx).await;
+    let status_ctx = Ctx::new();
+    let addr = switchboard_presence::start_status(
+        &StatusArgs::embedded(&s.store_url),
+        s.bus.clone(),
+        s.store.clone(),
+        Arc::new(SystemClock),
+        status_ctx.clone(),
+    )
+    .await
+    .unwrap();
+    let status_url = format!("http://{addr}");
+
+    let mut client = GatewayClient::connect(s.gateway_url.clone()).await.unwrap();
+    // No client id: a clear INVALID_ARGUMENT, not a crash.
+    let err = client.attach(tokio_stream::iter(Vec::<Pong>::new())).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let mut req = tonic::Request::new(tokio_stream::iter(Vec::<Pong>::new()));
+    req.metadata_mut().insert("client-id", "not-a-uuid".parse().unwrap());
+    assert_eq!(client.attach(req).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    // A client answering UNKNOWN (and an undefined status) is connected but not online.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert("client-id", uuid::Uuid::new_v4().to_string().parse().unwrap());
+    let mut pings = client.attach(req).await.unwrap().into_inner();
+    pings.message().await.unwrap().expect("first ping");
+    tx.send(Pong { status: Status::Unknown.into() }).await.unwrap();
+    tx.send(Pong { status: 42 }).await.unwrap();
+    pings.message().await.unwrap().expect("second ping: the stream survived bad input");
+    // A real client next to it is counted; the UNKNOWN one never is.
+    let clients_ctx = Ctx::new();
+    switchboard_presence::spawn_clients(&clients(1, &s.gateway_url), None, &clients_ctx).unwrap();
+    wait_for_count(&status_url, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(fetch_online(&status_url).await.unwrap(), 1);
+
+    drop(tx);
+    assert!(clients_ctx.drain(Duration::from_secs(5)).await);
+    assert!(status_ctx.drain(Duration::from_secs(5)).await);
+    assert!(gateway_ctx.drain(Duration::from_secs(5)).await);
+}
