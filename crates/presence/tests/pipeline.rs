@@ -47,6 +47,23 @@ async fn setup(gateway_ctx: &Ctx) -> Setup {
     Setup { _dir: dir, bus, store, store_url, gateway_url: format!("http://{addr}") }
 }
 
+impl Setup {
+    /// Starts a status replica on the shared bus and store; returns its URL.
+    async fn status(&self, clock: Arc<dyn Clock>, ctx: &Ctx) -> String {
+        let args = StatusArgs::embedded(&self.store_url);
+        let addr = switchboard_presence::start_status(
+            &args,
+            self.bus.clone(),
+            self.store.clone(),
+            clock,
+            ctx.clone(),
+        )
+        .await
+        .unwrap();
+        format!("http://{addr}")
+    }
+}
+
 fn clients(n: usize, gateway: &str) -> ClientsArgs {
     ClientsArgs {
         count: n,
@@ -62,16 +79,7 @@ async fn users_count_while_online_and_leave_three_minutes_after_their_last_repor
     let s = setup(&gateway_ctx).await;
     let clock = ManualClock::new(SystemClock.now_ms());
     let status_ctx = Ctx::new();
-    let status_addr = switchboard_presence::start_status(
-        &StatusArgs::embedded(&s.store_url),
-        s.bus.clone(),
-        s.store.clone(),
-        Arc::new(clock.clone()),
-        status_ctx.clone(),
-    )
-    .await
-    .unwrap();
-    let status_url = format!("http://{status_addr}");
+    let status_url = s.status(Arc::new(clock.clone()), &status_ctx).await;
 
     let clients_ctx = Ctx::new();
     switchboard_presence::spawn_clients(&clients(20, &s.gateway_url), None, &clients_ctx).unwrap();
@@ -103,26 +111,15 @@ async fn users_count_while_online_and_leave_three_minutes_after_their_last_repor
 async fn a_restarted_status_replica_answers_the_same_count() {
     let gateway_ctx = Ctx::new();
     let s = setup(&gateway_ctx).await;
-    let args = StatusArgs::embedded(&s.store_url);
-    let start = |ctx: Ctx| {
-        let (args, bus, store) = (args.clone(), s.bus.clone(), s.store.clone());
-        async move {
-            let addr =
-                switchboard_presence::start_status(&args, bus, store, Arc::new(SystemClock), ctx)
-                    .await
-                    .unwrap();
-            format!("http://{addr}")
-        }
-    };
     let first = Ctx::new();
-    let url = start(first.clone()).await;
+    let url = s.status(Arc::new(SystemClock), &first).await;
     let clients_ctx = Ctx::new();
     switchboard_presence::spawn_clients(&clients(30, &s.gateway_url), None, &clients_ctx).unwrap();
     wait_for_count(&url, 30, Duration::from_secs(20)).await;
 
     assert!(first.drain(Duration::from_secs(5)).await, "status drained");
     let second = Ctx::new();
-    let url = start(second.clone()).await;
+    let url = s.status(Arc::new(SystemClock), &second).await;
     // Answered from the snapshot at once, before any new report could have arrived.
     assert_eq!(fetch_online(&url).await.unwrap(), 30);
     // And the clients keep it there.
@@ -140,16 +137,7 @@ async fn unknown_and_bad_input_is_refused_without_counting() {
     let gateway_ctx = Ctx::new();
     let s = setup(&gateway_ctx).await;
     let status_ctx = Ctx::new();
-    let addr = switchboard_presence::start_status(
-        &StatusArgs::embedded(&s.store_url),
-        s.bus.clone(),
-        s.store.clone(),
-        Arc::new(SystemClock),
-        status_ctx.clone(),
-    )
-    .await
-    .unwrap();
-    let status_url = format!("http://{addr}");
+    let status_url = s.status(Arc::new(SystemClock), &status_ctx).await;
 
     let mut client = GatewayClient::connect(s.gateway_url.clone()).await.unwrap();
     // No client id: a clear INVALID_ARGUMENT, not a crash.
