@@ -22,6 +22,9 @@ pub struct ClientsArgs {
     /// New connections per second while ramping up.
     #[arg(long, env = "SWITCHBOARD_RAMP", default_value_t = 2_000)]
     pub ramp: u32,
+    /// Ping jitter is recorded only after this long (skips the ramp-up).
+    #[arg(long, env = "SWITCHBOARD_WARMUP", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
     /// On exit, print one JSON line with the Ping jitter the clients saw (used by the bench).
     #[arg(long, env = "SWITCHBOARD_STATS_JSON")]
     pub stats_json: bool,
@@ -33,6 +36,16 @@ pub struct ClientsArgs {
 /// A gateway URL is invalid.
 pub async fn run(args: ClientsArgs, ctx: Ctx) -> Result<()> {
     let jitter = Arc::new(Jitter::new(Duration::from_secs(1)));
+    if !args.warmup.is_zero() {
+        jitter.set_recording(false);
+        let (j, warmup, stop) = (jitter.clone(), args.warmup, ctx.shutdown.clone());
+        ctx.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(warmup) => j.set_recording(true),
+            }
+        });
+    }
     spawn(&args, Some(jitter.clone()), &ctx)?;
     ctx.health.set_ready("presence-clients", true);
     ctx.shutdown.cancelled().await;

@@ -35,6 +35,7 @@ pub async fn start(
             count: clients,
             target: Target::new(vec![gateway_url.clone()]),
             ramp: 1_000,
+            warmup: std::time::Duration::ZERO,
             stats_json: false,
         };
         clients::spawn(&args, None, ctx)?;

@@ -1,7 +1,7 @@
 //! Ping jitter as clients see it: how far each interval between two consecutive Pings is from
 //! the nominal interval. A lock-free histogram with 1 ms buckets, shared by every simulated
 //! client of a process.
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Jitter above this many ms lands in the last bucket.
@@ -12,6 +12,8 @@ const MAX_MS: usize = 5_000;
 pub struct Jitter {
     nominal: Duration,
     buckets: Vec<AtomicU64>,
+    /// Off during a warm-up (ramping clients make the gateway busy accepting connections).
+    recording: AtomicBool,
 }
 
 /// Percentiles of a [`Jitter`].
@@ -30,11 +32,23 @@ pub struct JitterSummary {
 impl Jitter {
     /// An empty histogram for Pings expected every `nominal`.
     pub fn new(nominal: Duration) -> Self {
-        Self { nominal, buckets: (0..=MAX_MS).map(|_| AtomicU64::new(0)).collect() }
+        Self {
+            nominal,
+            buckets: (0..=MAX_MS).map(|_| AtomicU64::new(0)).collect(),
+            recording: AtomicBool::new(true),
+        }
+    }
+
+    /// Starts or stops recording (samples while stopped are ignored).
+    pub fn set_recording(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
     }
 
     /// Records one interval between consecutive Pings.
     pub fn record(&self, interval: Duration) {
+        if !self.recording.load(Ordering::Relaxed) {
+            return;
+        }
         let ms = interval.abs_diff(self.nominal).as_millis();
         let i = usize::try_from(ms).unwrap_or(MAX_MS).min(MAX_MS);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -77,6 +91,9 @@ mod tests {
         assert_eq!(s.p50_ms, 2);
         assert_eq!(s.p99_ms, 50);
         assert_eq!(s.max_ms, 5_000);
-        assert_eq!(Jitter::new(Duration::from_secs(1)).summary().samples, 0);
+        let off = Jitter::new(Duration::from_secs(1));
+        off.set_recording(false);
+        off.record(Duration::from_secs(2));
+        assert_eq!(off.summary().samples, 0);
     }
 }

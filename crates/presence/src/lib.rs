@@ -10,13 +10,15 @@
 //! * `window` — exact unique-users-in-the-last-N-seconds with per-second buckets (O(1) reads).
 //! * `client` / `clients` — one client with reconnect/failover; many simulated ones.
 //! * `jitter` — the Ping-interval histogram clients keep; `bench` — `switchboard bench presence`.
-//! * `trace` — W3C trace context carried client → gateway → bus → status.
+//! * `trace` — W3C trace context carried client → gateway → bus → status; `codec` — prost with
+//!   small per-stream buffers.
 //! * `demo` — everything in one process (embedded mode and `switchboard demo`).
 #![forbid(unsafe_code)]
 
 mod bench;
 mod client;
 mod clients;
+mod codec;
 mod demo;
 mod error;
 mod gateway;

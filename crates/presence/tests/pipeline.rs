@@ -69,6 +69,7 @@ fn clients(n: usize, gateway: &str) -> ClientsArgs {
         count: n,
         target: Target::new(vec![gateway.to_owned()]),
         ramp: 1_000,
+        warmup: std::time::Duration::ZERO,
         stats_json: false,
     }
 }
