@@ -30,6 +30,19 @@ pub struct ClientsArgs {
     pub stats_json: bool,
 }
 
+impl ClientsArgs {
+    /// `count` clients of `gateways`, default ramp, no warm-up, no stats line.
+    pub fn new(count: usize, gateways: Vec<String>) -> Self {
+        Self {
+            count,
+            target: Target::new(gateways),
+            ramp: 1_000,
+            warmup: Duration::ZERO,
+            stats_json: false,
+        }
+    }
+}
+
 /// Runs `args.count` clients until `ctx.shutdown`.
 ///
 /// # Errors

@@ -7,7 +7,6 @@ use switchboard_core::{Ctx, Endpoint, SystemClock};
 use switchboard_store::Store;
 
 use crate::Result;
-use crate::client::Target;
 use crate::clients::{self, ClientsArgs};
 use crate::gateway::{self, GatewayArgs};
 use crate::status::{self, StatusArgs};
@@ -31,13 +30,7 @@ pub async fn start(
     let gateway_addr = gateway::start(gateway_args, bus.clone(), ctx.clone()).await?;
     let gateway_url = format!("http://{gateway_addr}");
     if clients > 0 {
-        let args = ClientsArgs {
-            count: clients,
-            target: Target::new(vec![gateway_url.clone()]),
-            ramp: 1_000,
-            warmup: std::time::Duration::ZERO,
-            stats_json: false,
-        };
+        let args = ClientsArgs::new(clients, vec![gateway_url.clone()]);
         clients::spawn(&args, None, ctx)?;
     }
     Ok(vec![

@@ -24,7 +24,7 @@ use crate::proto::gateway_server::{Gateway, GatewayServer};
 use crate::proto::{Ping, Pong};
 use crate::{Error, Result};
 use forwarder::{Forwarder, ReportSender};
-use session::Session;
+use session::{Session, SessionMetrics};
 use ticker::Ticker;
 
 /// Metadata key carrying the client's UUID on `Attach`.
@@ -139,6 +139,7 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<SocketAddr> 
         clock: Arc::new(SystemClock),
         timeout: args.client_timeout,
         slots: Arc::new(Semaphore::new(args.max_clients)),
+        metrics: Arc::new(SessionMetrics::new()),
         ctx: ctx.clone(),
     };
     let reflection = crate::proto::reflection()?;
@@ -178,6 +179,7 @@ struct GatewayService {
     clock: Arc<dyn Clock>,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    metrics: Arc<SessionMetrics>,
     ctx: Ctx,
 }
 
@@ -212,6 +214,7 @@ impl Gateway for GatewayService {
             clock: self.clock.clone(),
             timeout: self.timeout,
             shutdown: self.ctx.shutdown.clone(),
+            metrics: self.metrics.clone(),
         };
         self.ctx.spawn(
             async move {

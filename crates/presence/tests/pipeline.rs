@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use switchboard_bus::Bus;
 use switchboard_core::{Clock, Ctx, ManualClock, SystemClock};
-use switchboard_presence::{ClientsArgs, GatewayArgs, StatusArgs, Target, fetch_online};
+use switchboard_presence::{ClientsArgs, GatewayArgs, StatusArgs, fetch_online};
 use switchboard_store::Store;
 
 /// Polls the status service until it reports `want`, or fails after `within`.
@@ -65,13 +65,7 @@ impl Setup {
 }
 
 fn clients(n: usize, gateway: &str) -> ClientsArgs {
-    ClientsArgs {
-        count: n,
-        target: Target::new(vec![gateway.to_owned()]),
-        ramp: 1_000,
-        warmup: std::time::Duration::ZERO,
-        stats_json: false,
-    }
+    ClientsArgs::new(n, vec![gateway.to_owned()])
 }
 
 #[tokio::test]

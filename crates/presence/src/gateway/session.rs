@@ -42,6 +42,33 @@ impl End {
     }
 }
 
+/// Metric handles shared by all sessions: registered once, so the per-Ping and per-Pong cost is
+/// an atomic add instead of a registry lookup.
+pub struct SessionMetrics {
+    sessions: metrics::Gauge,
+    pings: metrics::Counter,
+    pings_skipped: metrics::Counter,
+    pongs: metrics::Counter,
+    pongs_unknown: metrics::Counter,
+    pongs_invalid: metrics::Counter,
+    shed: metrics::Counter,
+}
+
+impl SessionMetrics {
+    /// Registers the handles.
+    pub fn new() -> Self {
+        Self {
+            sessions: metrics::gauge!("presence_gateway_sessions"),
+            pings: metrics::counter!("presence_gateway_pings_total"),
+            pings_skipped: metrics::counter!("presence_gateway_pings_skipped_total"),
+            pongs: metrics::counter!("presence_gateway_pongs_total"),
+            pongs_unknown: metrics::counter!("presence_gateway_pongs_unknown_total"),
+            pongs_invalid: metrics::counter!("presence_gateway_pongs_invalid_total"),
+            shed: metrics::counter!("presence_gateway_reports_shed_total"),
+        }
+    }
+}
+
 /// Everything one session needs.
 pub struct Session {
     /// The client's id.
@@ -60,14 +87,16 @@ pub struct Session {
     pub timeout: Duration,
     /// Gateway shutdown.
     pub shutdown: CancellationToken,
+    /// Shared metric handles.
+    pub metrics: std::sync::Arc<SessionMetrics>,
 }
 
 impl Session {
     /// Runs until the client leaves, times out, or the gateway drains.
     pub async fn run(mut self) -> End {
-        metrics::gauge!("presence_gateway_sessions").increment(1.0);
+        self.metrics.sessions.increment(1.0);
         let end = self.serve().await;
-        metrics::gauge!("presence_gateway_sessions").decrement(1.0);
+        self.metrics.sessions.decrement(1.0);
         metrics::counter!("presence_gateway_sessions_ended_total", "reason" => end.label())
             .increment(1);
         tracing::debug!(reason = end.label(), "session ended");
@@ -121,12 +150,12 @@ impl Session {
     fn ping(&self) -> bool {
         match self.outbound.try_send(Ok(Ping {})) {
             Ok(()) => {
-                metrics::counter!("presence_gateway_pings_total").increment(1);
+                self.metrics.pings.increment(1);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // The client is not reading: one unread Ping is enough, skip this one.
-                metrics::counter!("presence_gateway_pings_skipped_total").increment(1);
+                self.metrics.pings_skipped.increment(1);
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -134,23 +163,23 @@ impl Session {
     }
 
     fn on_pong(&self, pong: &Pong) {
-        metrics::counter!("presence_gateway_pongs_total").increment(1);
+        self.metrics.pongs.increment(1);
         let status = match Status::try_from(pong.status) {
             Ok(s @ (Status::Even | Status::Odd)) => s,
             Ok(Status::Unknown) => {
                 // UNKNOWN is an answer but not presence.
-                metrics::counter!("presence_gateway_pongs_unknown_total").increment(1);
+                self.metrics.pongs_unknown.increment(1);
                 return;
             }
             Err(_) => {
-                metrics::counter!("presence_gateway_pongs_invalid_total").increment(1);
+                self.metrics.pongs_invalid.increment(1);
                 tracing::debug!(status = pong.status, "Pong with an undefined status ignored");
                 return;
             }
         };
         let report = Report { client: self.client, seen_ms: self.clock.now_ms(), status };
         if let Err(mpsc::error::TrySendError::Full(_)) = self.reports.try_send(report) {
-            metrics::counter!("presence_gateway_reports_shed_total").increment(1);
+            self.metrics.shed.increment(1);
             shed_log();
         }
     }
