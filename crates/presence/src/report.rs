@@ -21,7 +21,7 @@ pub const STREAM: &str = "PRESENCE_REPORTS";
 pub fn stream_config() -> StreamConfig {
     let mut cfg = StreamConfig::new(STREAM, [SUBJECT]);
     cfg.max_age = Some(Duration::from_secs(600));
-    cfg.max_bytes = Some(4 << 30);
+    cfg.max_bytes = Some(1 << 30);
     cfg.max_messages = Some(2_000_000);
     cfg
 }
