@@ -27,8 +27,8 @@ pub async fn start(
     let status_addr =
         status::start(status_args, bus.clone(), store.clone(), Arc::new(SystemClock), ctx.clone())
             .await?;
-    let gateway_addr = gateway::start(gateway_args, bus.clone(), ctx.clone()).await?;
-    let gateway_url = format!("http://{gateway_addr}");
+    let gateway = gateway::start(gateway_args, bus.clone(), ctx.clone()).await?;
+    let gateway_url = format!("http://{}", gateway.addr);
     if clients > 0 {
         let args = ClientsArgs::new(clients, vec![gateway_url.clone()]);
         clients::spawn(&args, None, ctx)?;

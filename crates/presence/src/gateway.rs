@@ -97,18 +97,34 @@ pub async fn run(args: GatewayArgs, ctx: Ctx) -> Result<()> {
             "gateway on the memory bus: only a status service in this process sees its reports (use `presence all` or --bus nats://…)"
         );
     }
-    let addr = start(args, bus, ctx.clone()).await?;
-    tracing::info!(%addr, "presence gateway listening");
+    let gateway = start(args, bus, ctx.clone()).await?;
+    tracing::info!(addr = %gateway.addr, "presence gateway listening");
     ctx.shutdown.cancelled().await;
     Ok(())
 }
 
-/// Binds and starts a gateway publishing on `bus`; returns the bound address. Everything runs
-/// on `ctx` and stops (draining sessions and the last batch) when it is cancelled.
+/// A started gateway.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    slots: Arc<Semaphore>,
+    max_clients: usize,
+}
+
+impl Running {
+    /// Client streams held right now.
+    pub fn sessions(&self) -> usize {
+        self.max_clients - self.slots.available_permits()
+    }
+}
+
+/// Binds and starts a gateway publishing on `bus`. Everything runs on `ctx` and stops (draining
+/// sessions and the last batch) when it is cancelled.
 ///
 /// # Errors
 /// The address cannot be bound, or the configuration is unusable.
-pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<SocketAddr> {
+pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
     if args.batch_max == 0 || args.report_queue == 0 || args.ping_interval.is_zero() {
         return Err(Error::Config("batch-max, report-queue and ping-interval must be > 0".into()));
     }
@@ -133,12 +149,13 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<SocketAddr> 
     let stop = ctx.shutdown.clone();
     ctx.spawn(async move { t.run(stop).await });
 
+    let slots = Arc::new(Semaphore::new(args.max_clients));
     let service = GatewayService {
         ticker,
         reports: report_tx,
         clock: Arc::new(SystemClock),
         timeout: args.client_timeout,
-        slots: Arc::new(Semaphore::new(args.max_clients)),
+        slots: slots.clone(),
         metrics: Arc::new(SessionMetrics::new()),
         ctx: ctx.clone(),
     };
@@ -169,7 +186,7 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<SocketAddr> 
         }
         .instrument(tracing::info_span!("presence.gateway", gateway = %gateway_id)),
     );
-    Ok(addr)
+    Ok(Running { addr, slots, max_clients: args.max_clients })
 }
 
 /// The `Gateway` gRPC service.

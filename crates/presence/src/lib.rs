@@ -37,7 +37,7 @@ pub use bench::BenchArgs;
 pub use client::{Client, ClientArgs, Target};
 pub use clients::{ClientsArgs, spawn as spawn_clients};
 pub use error::{Error, Result};
-pub use gateway::{GatewayArgs, start as start_gateway};
+pub use gateway::{GatewayArgs, Running as RunningGateway, start as start_gateway};
 pub use jitter::{Jitter, JitterSummary};
 pub use status::{StatusArgs, fetch_online, start as start_status};
 pub use window::{LastSeen, Recorded};

@@ -37,14 +37,14 @@ async fn setup(gateway_ctx: &Ctx) -> Setup {
     let store_url = format!("sqlite://{}", dir.path().join("presence.db").display());
     let store = Store::connect(&store_url).await.unwrap();
     let bus = Bus::memory();
-    let addr = switchboard_presence::start_gateway(
+    let gw = switchboard_presence::start_gateway(
         GatewayArgs::default(),
         bus.clone(),
         gateway_ctx.clone(),
     )
     .await
     .unwrap();
-    Setup { _dir: dir, bus, store, store_url, gateway_url: format!("http://{addr}") }
+    Setup { _dir: dir, bus, store, store_url, gateway_url: format!("http://{}", gw.addr) }
 }
 
 impl Setup {
@@ -162,4 +162,35 @@ async fn unknown_and_bad_input_is_refused_without_counting() {
     assert!(clients_ctx.drain(Duration::from_secs(5)).await);
     assert!(status_ctx.drain(Duration::from_secs(5)).await);
     assert!(gateway_ctx.drain(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn clients_of_a_drained_gateway_move_to_the_other_without_double_counting() {
+    let (ctx1, ctx2, status_ctx) = (Ctx::new(), Ctx::new(), Ctx::new());
+    let s = setup(&ctx1).await;
+    let gw2 =
+        switchboard_presence::start_gateway(GatewayArgs::default(), s.bus.clone(), ctx2.clone())
+            .await
+            .unwrap();
+    let status_url = s.status(Arc::new(SystemClock), &status_ctx).await;
+    let mut args = clients(30, &s.gateway_url);
+    args.target.gateways.push(format!("http://{}", gw2.addr));
+    args.target.max_backoff = Duration::from_millis(300);
+    let clients_ctx = Ctx::new();
+    switchboard_presence::spawn_clients(&args, None, &clients_ctx).unwrap();
+    wait_for_count(&status_url, 30, Duration::from_secs(20)).await;
+    assert!(gw2.sessions() > 0 && gw2.sessions() < 30, "clients start on both gateways");
+
+    assert!(ctx1.drain(Duration::from_secs(5)).await, "gateway 1 drained");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gw2.sessions() < 30 {
+        assert!(tokio::time::Instant::now() < deadline, "only {} clients moved", gw2.sessions());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(fetch_online(&status_url).await.unwrap(), 30, "each user counted once");
+
+    assert!(clients_ctx.drain(Duration::from_secs(5)).await);
+    assert!(status_ctx.drain(Duration::from_secs(5)).await);
+    assert!(ctx2.drain(Duration::from_secs(5)).await);
 }
