@@ -29,6 +29,8 @@ pub async fn start(
             .await?;
     let gateway = gateway::start(gateway_args, bus.clone(), ctx.clone()).await?;
     let gateway_url = format!("http://{}", gateway.addr);
+    let status_url = format!("http://{status_addr}");
+    ctx.spawn(log_count(status_url, ctx.shutdown.clone()));
     if clients > 0 {
         let args = ClientsArgs::new(clients, vec![gateway_url.clone()]);
         clients::spawn(&args, None, ctx)?;
@@ -43,4 +45,18 @@ pub async fn start(
             ),
         ),
     ])
+}
+
+/// Logs the online count every 10 s, so the demo shows presence working without a gRPC tool.
+async fn log_count(status_url: String, shutdown: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => match status::fetch_online(&status_url).await {
+                Ok(n) => tracing::info!(online_users = n, "presence: unique users online in the last 3 minutes"),
+                Err(e) => tracing::warn!(error = %e, "presence: status query failed"),
+            },
+        }
+    }
 }

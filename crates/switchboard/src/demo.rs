@@ -34,7 +34,9 @@ pub async fn run(args: DemoArgs, ctx: Ctx, admin_addr: SocketAddr) -> anyhow::Re
     ctx.health.set_ready("demo", true);
     ctx.shutdown.cancelled().await;
     println!("shutting down: draining every service…");
-    store.close().await;
+    // No `store.close()` here: services write their last snapshots/batches into the store while
+    // `main` drains them; the pool closes when the process exits.
+    drop(store);
     Ok(())
 }
 
