@@ -3,7 +3,7 @@
 //! Both engines run these checks before anything else, so a bad configuration gets the same
 //! clear error on `memory://` and `nats://` instead of an engine-specific server message.
 use crate::subject::validate_pattern;
-use crate::{ConsumerConfig, Error, Result, StreamConfig};
+use crate::{ConsumerConfig, Error, MAX_WAIT, Result, StreamConfig};
 
 /// Stream and durable names: letters, digits, `-`, `_` (NATS forbids `.`, `*`, `>`, spaces).
 fn validate_name(kind: &str, name: &str) -> Result<()> {
@@ -35,6 +35,14 @@ impl StreamConfig {
         if self.max_age.is_some_and(|a| a.is_zero()) {
             return Err(Error::Config(format!("stream {}: max_age must be positive", self.name)));
         }
+        // JetStream cannot switch dedup off (zero means its 2 min default): to store
+        // repeats, publish without a msg_id instead.
+        if self.duplicate_window.is_zero() {
+            return Err(Error::Config(format!(
+                "stream {}: duplicate_window must be positive (publish without msg_id to skip dedup)",
+                self.name
+            )));
+        }
         Ok(())
     }
 }
@@ -50,6 +58,12 @@ impl ConsumerConfig {
             return Err(Error::Config(format!(
                 "consumer {}: ack_wait and max_ack_pending must be positive",
                 self.durable
+            )));
+        }
+        if self.ack_wait > MAX_WAIT {
+            return Err(Error::Config(format!(
+                "consumer {}: ack_wait {:?} exceeds {MAX_WAIT:?}",
+                self.durable, self.ack_wait
             )));
         }
         if let Some(filter) = &self.filter_subject {
@@ -74,6 +88,7 @@ mod tests {
             StreamConfig::new("S", Vec::<String>::new()),
             StreamConfig { max_messages: Some(0), ..StreamConfig::new("S", ["a"]) },
             StreamConfig { max_age: Some(Duration::ZERO), ..StreamConfig::new("S", ["a"]) },
+            StreamConfig { duplicate_window: Duration::ZERO, ..StreamConfig::new("S", ["a"]) },
         ];
         for cfg in bad {
             assert!(matches!(cfg.validate(), Err(Error::Config(_))), "{cfg:?}");
@@ -90,6 +105,7 @@ mod tests {
             ConsumerConfig::new("a.b"),
             ConsumerConfig { max_ack_pending: 0, ..ConsumerConfig::new("w") },
             ConsumerConfig { ack_wait: Duration::ZERO, ..ConsumerConfig::new("w") },
+            ConsumerConfig { ack_wait: Duration::MAX, ..ConsumerConfig::new("w") },
         ];
         for cfg in bad {
             assert!(matches!(cfg.validate(), Err(Error::Config(_))), "{cfg:?}");

@@ -14,12 +14,19 @@
 //!   acked within `ack_wait` (e.g. the worker crashed) is delivered again; several processes
 //!   sharing a durable name split the work.
 //! * Buffers are bounded everywhere: a slow subscriber loses messages (counted in
-//!   `bus_dropped_total`), a full stream discards its oldest messages.
+//!   `bus_dropped_total`), a full stream discards its oldest messages (memory engine:
+//!   `bus_stream_discarded_total`). Both shed points log, at most once per 10 s each.
+//! * Subjects and configurations are validated the same way for both engines
+//!   ([`Error::InvalidSubject`], [`Error::Config`]).
 //!
-//! THIS FILE IS THE CONTRACT; implementations live in `memory.rs` and `nats.rs`.
+//! # Metrics
+//! `bus_dropped_total{engine,reason}`, `bus_stream_discarded_total{engine,reason}`,
+//! `bus_duplicates_total{engine}` (publishes dropped by msg_id dedup),
+//! `bus_redelivered_total{engine}` (deliveries after the first).
+//!
+//! This file is the contract; the engines live in `memory.rs` and `nats.rs`, subject rules in
+//! `subject.rs`, configuration checks in `config.rs`, shedding in `shed.rs`.
 #![forbid(unsafe_code)]
-// The NATS engine is a stub until the next commit; remove this then.
-#![allow(dead_code)]
 
 mod config;
 mod error;
@@ -32,6 +39,10 @@ use std::time::Duration;
 
 pub use bytes::Bytes;
 pub use error::{Error, Result};
+
+/// Longest `fetch` wait, nak delay and `ack_wait` honoured; longer fetch waits and nak delays
+/// are clamped to it (they would overflow deadlines and JetStream's nanosecond fields).
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// A connected bus. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -71,7 +82,7 @@ pub struct Subscription {
 
 enum SubscriptionInner {
     Memory(tokio::sync::mpsc::Receiver<Message>),
-    Nats(async_nats::Subscriber),
+    Nats(nats::NatsSubscription),
 }
 
 /// Configuration of a durable stream. `ensure_stream` is idempotent.
@@ -87,7 +98,8 @@ pub struct StreamConfig {
     pub max_bytes: Option<u64>,
     /// Messages older than this are discarded (`None`: kept).
     pub max_age: Option<Duration>,
-    /// Publishes with the same `msg_id` inside this window are stored once.
+    /// Publishes with the same `msg_id` inside this window are stored once. Must be positive
+    /// (JetStream cannot turn dedup off: publish without `msg_id` instead); capped at `max_age`.
     pub duplicate_window: Duration,
 }
 
@@ -126,7 +138,7 @@ pub struct ConsumerConfig {
     pub durable: String,
     /// Only messages on this subject (wildcards allowed); `None`: all of the stream.
     pub filter_subject: Option<String>,
-    /// Unacked messages are redelivered after this long.
+    /// Unacked messages are redelivered after this long (at most [`MAX_WAIT`]).
     pub ack_wait: Duration,
     /// At most this many delivered-but-unacked messages at once (backpressure).
     pub max_ack_pending: usize,
@@ -209,7 +221,7 @@ impl Bus {
     /// Publishes `payload` on `subject` to current subscribers (at most once).
     ///
     /// # Errors
-    /// The connection is closed.
+    /// [`Error::InvalidSubject`] (wildcards are not allowed here), or a closed connection.
     pub async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
         subject::validate_subject(subject)?;
         match &self.engine {
@@ -221,7 +233,7 @@ impl Bus {
     /// Subscribes to `subject` (wildcards allowed).
     ///
     /// # Errors
-    /// The connection is closed.
+    /// [`Error::InvalidSubject`], or a closed connection.
     pub async fn subscribe(&self, subject: &str) -> Result<Subscription> {
         subject::validate_pattern(subject)?;
         match &self.engine {
@@ -233,7 +245,7 @@ impl Bus {
     /// Subscribes as a member of queue `group`: each message goes to one member.
     ///
     /// # Errors
-    /// The connection is closed.
+    /// [`Error::InvalidSubject`], [`Error::Config`] for an empty group, or a closed connection.
     pub async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription> {
         subject::validate_pattern(subject)?;
         if group.is_empty() || group.chars().any(char::is_whitespace) {
@@ -248,7 +260,8 @@ impl Bus {
     /// Sends a request and waits up to `timeout` for one reply.
     ///
     /// # Errors
-    /// [`Error::NoResponders`], [`Error::Timeout`], or a closed connection.
+    /// [`Error::NoResponders`], [`Error::Timeout`], [`Error::InvalidSubject`], or a closed
+    /// connection.
     pub async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes> {
         subject::validate_subject(subject)?;
         match &self.engine {
@@ -273,7 +286,8 @@ impl Bus {
     /// it is durably stored. A repeated `msg_id` inside the dedup window is stored once.
     ///
     /// # Errors
-    /// No stream captures `subject`, or the store did not acknowledge.
+    /// [`Error::NotFound`] if no stream captures `subject`, [`Error::Timeout`] if the store did
+    /// not acknowledge, [`Error::InvalidSubject`].
     pub async fn publish_durable(
         &self,
         subject: &str,
@@ -325,7 +339,7 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Message> {
         match &mut self.inner {
             SubscriptionInner::Memory(rx) => rx.recv().await,
-            SubscriptionInner::Nats(sub) => nats::next_message(sub).await,
+            SubscriptionInner::Nats(sub) => sub.next().await,
         }
     }
 }
@@ -353,12 +367,17 @@ impl Message {
 }
 
 impl Consumer {
-    /// Up to `max` messages; waits at most `wait` for the first one, returns early when
-    /// some are available. An empty vector means nothing arrived in time.
+    /// Up to `max` messages; waits at most `wait` (capped at [`MAX_WAIT`]) for the first one,
+    /// returns early when some are available. An empty vector means nothing arrived in time.
+    ///
+    /// Cancelling a fetch (e.g. in a `select!` on shutdown) loses nothing: on memory it is
+    /// cancel-safe; on NATS a message the server was already sending stays in flight and is
+    /// redelivered after `ack_wait`.
     ///
     /// # Errors
     /// The stream or consumer was deleted, or the connection is closed.
     pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let wait = wait.min(MAX_WAIT);
         match &mut self.inner {
             ConsumerInner::Memory(c) => c.fetch(max, wait).await,
             ConsumerInner::Nats(c) => c.fetch(max, wait).await,
@@ -367,7 +386,9 @@ impl Consumer {
 }
 
 impl Delivery {
-    /// Acknowledges: the message will not be delivered again.
+    /// Acknowledges: the message will not be delivered again. On NATS this waits for the
+    /// server's confirmation (one round trip): ack a batch concurrently to hide it. Acking
+    /// twice is harmless.
     ///
     /// # Errors
     /// The connection is closed (the message will then be redelivered).
@@ -378,11 +399,12 @@ impl Delivery {
         }
     }
 
-    /// Negative ack: deliver again after `delay`.
+    /// Negative ack: deliver again after `delay` (capped at [`MAX_WAIT`]).
     ///
     /// # Errors
     /// The connection is closed.
     pub async fn nak(&self, delay: Duration) -> Result<()> {
+        let delay = delay.min(MAX_WAIT);
         match &self.acker {
             Acker::Memory(a) => a.nak(delay),
             Acker::Nats(m) => nats::nak(m, delay).await,

@@ -1,83 +1,258 @@
-//! NATS engine (stub — implemented by the bus issue work).
+//! NATS engine behind `nats://host:port`: core NATS for pub/sub and request/reply,
+//! JetStream for durable streams and pull consumers ([`consumer`]).
+//!
+//! Written against nats-server 2.9: no 2.10+ API is used (async-nats is built without its
+//! `server_2_10`+ features). The client reconnects on its own; connection events are logged,
+//! and messages a slow subscriber loses in the client are counted in `bus_dropped_total`.
+mod consumer;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::client::RequestErrorKind;
+use async_nats::jetstream::context::{CreateStreamErrorKind, PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::{self, stream};
+use async_nats::{ConnectOptions, Event, Request};
 use bytes::Bytes;
+use futures::StreamExt;
 
-use crate::{ConsumerConfig, Delivery, Message, Result, StreamConfig, Subscription};
+pub(crate) use consumer::{NatsConsumer, ack, nak};
 
+use crate::shed::Shed;
+use crate::{Error, Message, Reply, Result, StreamConfig, Subscription, SubscriptionInner};
+
+/// Publish acknowledgements awaited at once by a batch publish. Bounded so a huge batch does
+/// not exhaust async-nats' in-flight ack permits (5,000) and stays friendly to the server.
+const PIPELINE_WINDOW: usize = 1_024;
+
+/// A connection to NATS. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub(crate) struct NatsBus {
-    #[allow(dead_code)]
     client: async_nats::Client,
+    /// Boxed behind an Arc: the context is large and every consumer handle keeps one.
+    js: Arc<jetstream::Context>,
 }
 
-pub(crate) struct NatsConsumer {}
+/// A core NATS subscription; keeps the client to answer requests.
+pub(crate) struct NatsSubscription {
+    client: async_nats::Client,
+    sub: async_nats::Subscriber,
+}
+
+/// The URL without credentials, for logs and errors.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn engine(context: &str, e: impl std::fmt::Display) -> Error {
+    Error::Engine(format!("{context}: {e}"))
+}
 
 impl NatsBus {
-    pub(crate) async fn connect(_url: &str) -> Result<Self> {
-        todo!()
+    pub(crate) async fn connect(url: &str) -> Result<Self> {
+        let server = redact(url);
+        let dropped =
+            Arc::new(Shed::new("bus_dropped_total", "nats", "slow_subscriber", server.clone()));
+        let for_events = server.clone();
+        let client = ConnectOptions::new()
+            .name("switchboard")
+            .event_callback(move |event| {
+                let dropped = Arc::clone(&dropped);
+                let server = for_events.clone();
+                async move {
+                    match event {
+                        Event::SlowConsumer(_) => dropped.record(1),
+                        Event::Connected => tracing::info!(%server, "nats connected"),
+                        Event::Disconnected => {
+                            tracing::warn!(%server, "nats disconnected; reconnecting");
+                        }
+                        other => tracing::warn!(%server, event = %other, "nats event"),
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| engine(&format!("connecting to {server}"), e))?;
+        let js = Arc::new(jetstream::new(client.clone()));
+        Ok(Self { client, js })
     }
-    pub(crate) async fn publish(&self, _subject: &str, _payload: Bytes) -> Result<()> {
-        todo!()
+
+    pub(crate) async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
+        self.client.publish(subject.to_owned(), payload).await.map_err(|e| engine("publish", e))
     }
+
     pub(crate) async fn subscribe(
         &self,
-        _subject: &str,
-        _group: Option<&str>,
+        subject: &str,
+        group: Option<&str>,
     ) -> Result<Subscription> {
-        todo!()
+        let sub = match group {
+            None => self.client.subscribe(subject.to_owned()).await,
+            Some(g) => self.client.queue_subscribe(subject.to_owned(), g.to_owned()).await,
+        }
+        .map_err(|e| engine("subscribe", e))?;
+        // One round trip so the server knows the interest before we return: a publish from
+        // another connection right after `subscribe` must reach this subscriber.
+        self.client.flush().await.map_err(|e| engine("subscribe flush", e))?;
+        let inner = NatsSubscription { client: self.client.clone(), sub };
+        Ok(Subscription { inner: SubscriptionInner::Nats(inner) })
     }
-    pub(crate) async fn request(&self, _s: &str, _p: Bytes, _t: Duration) -> Result<Bytes> {
-        todo!()
+
+    pub(crate) async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let request = Request::new().payload(payload).timeout(Some(timeout));
+        match self.client.send_request(subject.to_owned(), request).await {
+            Ok(reply) => Ok(reply.payload),
+            Err(e) => Err(match e.kind() {
+                RequestErrorKind::NoResponders => Error::NoResponders(subject.to_owned()),
+                RequestErrorKind::TimedOut => {
+                    Error::Timeout(format!("no reply on {subject} within {timeout:?}"))
+                }
+                _ => engine("request", e),
+            }),
+        }
     }
-    pub(crate) async fn ensure_stream(&self, _cfg: &StreamConfig) -> Result<()> {
-        todo!()
+
+    pub(crate) async fn ensure_stream(&self, cfg: &StreamConfig) -> Result<()> {
+        let limit = |v: Option<u64>| v.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let max_age = cfg.max_age.unwrap_or(Duration::ZERO);
+        // JetStream refuses a dedup window longer than max_age.
+        let duplicate_window = if max_age.is_zero() {
+            cfg.duplicate_window
+        } else {
+            cfg.duplicate_window.min(max_age)
+        };
+        let config = stream::Config {
+            name: cfg.name.clone(),
+            subjects: cfg.subjects.clone(),
+            max_messages: limit(cfg.max_messages),
+            max_bytes: limit(cfg.max_bytes),
+            max_age,
+            duplicate_window,
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        match self.js.create_or_update_stream(config).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.kind() {
+                CreateStreamErrorKind::JetStream(js) => {
+                    Error::Config(format!("stream {}: {js}", cfg.name))
+                }
+                _ => engine(&format!("ensuring stream {}", cfg.name), e),
+            }),
+        }
     }
+
+    /// Sends one message; the returned future resolves to its stream sequence once stored.
+    async fn send_durable(
+        &self,
+        subject: String,
+        payload: Bytes,
+        msg_id: Option<&str>,
+    ) -> Result<PublishAckFuture> {
+        let mut publish = jetstream::message::PublishMessage::build().payload(payload);
+        if let Some(id) = msg_id {
+            publish = publish.message_id(id);
+        }
+        self.js.send_publish(subject, publish).await.map_err(|e| publish_error(&e))
+    }
+
     pub(crate) async fn publish_durable(
         &self,
-        _s: &str,
-        _p: Bytes,
-        _id: Option<&str>,
+        subject: &str,
+        payload: Bytes,
+        msg_id: Option<&str>,
     ) -> Result<u64> {
-        todo!()
+        await_ack(self.send_durable(subject.to_owned(), payload, msg_id).await?).await
     }
+
+    /// Pipelined: keeps up to [`PIPELINE_WINDOW`] publishes in flight, then awaits every ack.
     pub(crate) async fn publish_durable_batch(
         &self,
-        _m: Vec<(String, Bytes, Option<String>)>,
+        messages: Vec<(String, Bytes, Option<String>)>,
     ) -> Result<()> {
-        todo!()
+        let mut in_flight = VecDeque::with_capacity(messages.len().min(PIPELINE_WINDOW));
+        for (subject, payload, msg_id) in messages {
+            if in_flight.len() == PIPELINE_WINDOW
+                && let Some(oldest) = in_flight.pop_front()
+            {
+                await_ack(oldest).await?;
+            }
+            in_flight.push_back(self.send_durable(subject, payload, msg_id.as_deref()).await?);
+        }
+        for ack in in_flight {
+            await_ack(ack).await?;
+        }
+        Ok(())
     }
+
     pub(crate) async fn consumer(
         &self,
-        _stream: &str,
-        _cfg: &ConsumerConfig,
+        stream: &str,
+        cfg: &crate::ConsumerConfig,
     ) -> Result<NatsConsumer> {
-        todo!()
+        NatsConsumer::bind(self.clone(), stream, cfg).await
     }
 }
 
-impl NatsConsumer {
-    pub(crate) async fn fetch(&mut self, _max: usize, _wait: Duration) -> Result<Vec<Delivery>> {
-        todo!()
+/// The stream sequence once the server has stored the message.
+async fn await_ack(ack: PublishAckFuture) -> Result<u64> {
+    let ack = ack.await.map_err(|e| publish_error(&e))?;
+    if ack.duplicate {
+        metrics::counter!("bus_duplicates_total", "engine" => "nats").increment(1);
+    }
+    Ok(ack.sequence)
+}
+
+fn publish_error(e: &jetstream::context::PublishError) -> Error {
+    match e.kind() {
+        PublishErrorKind::StreamNotFound => Error::NotFound(format!("no stream captures it: {e}")),
+        PublishErrorKind::TimedOut => Error::Timeout(format!("publish ack: {e}")),
+        _ => engine("durable publish", e),
     }
 }
 
-pub(crate) async fn next_message(_sub: &mut async_nats::Subscriber) -> Option<Message> {
-    todo!()
+impl NatsSubscription {
+    /// The next message, with a reply handle when the sender waits for one.
+    pub(crate) async fn next(&mut self) -> Option<Message> {
+        let m = self.sub.next().await?;
+        Some(Message {
+            subject: m.subject.to_string(),
+            payload: m.payload,
+            reply: m.reply.map(|subject| Reply::Nats { client: self.client.clone(), subject }),
+        })
+    }
 }
 
+/// Answers a request on its reply subject.
 pub(crate) async fn respond(
-    _c: &async_nats::Client,
-    _s: async_nats::Subject,
-    _p: Bytes,
+    client: &async_nats::Client,
+    subject: async_nats::Subject,
+    payload: Bytes,
 ) -> Result<()> {
-    todo!()
+    client.publish(subject, payload).await.map_err(|e| engine("respond", e))
 }
 
-pub(crate) async fn ack(_m: &async_nats::jetstream::Message) -> Result<()> {
-    todo!()
-}
+#[cfg(test)]
+mod tests {
+    use super::redact;
 
-pub(crate) async fn nak(_m: &async_nats::jetstream::Message, _d: Duration) -> Result<()> {
-    todo!()
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(redact("nats://user:secret@10.0.0.1:4222"), "nats://***@10.0.0.1:4222");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("tls://tok@host"), "tls://***@host");
+    }
 }

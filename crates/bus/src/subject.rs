@@ -129,6 +129,60 @@ mod tests {
         }
     }
 
+    /// Every pattern of up to `len` tokens over `a`, `b`, `*` (and `>` last).
+    fn all_patterns(len: usize) -> Vec<String> {
+        let mut out: Vec<Vec<&str>> = vec![vec![]];
+        let mut all = Vec::new();
+        for _ in 0..len {
+            let mut next = Vec::new();
+            for prefix in &out {
+                for t in ["a", "b", "*", ">"] {
+                    let mut p = prefix.clone();
+                    p.push(t);
+                    all.push(p.join("."));
+                    if t != ">" {
+                        next.push(p);
+                    }
+                }
+            }
+            out = next;
+        }
+        all
+    }
+
+    /// Every subject of up to `len` tokens over `a`, `b`, `c`.
+    fn all_subjects(len: usize) -> Vec<String> {
+        let mut level = vec![String::new()];
+        let mut all = Vec::new();
+        for _ in 0..len {
+            level = level
+                .iter()
+                .flat_map(|p| {
+                    ["a", "b", "c"]
+                        .map(|t| if p.is_empty() { t.into() } else { format!("{p}.{t}") })
+                })
+                .collect();
+            all.extend(level.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn overlap_agrees_with_an_exhaustive_search_for_a_common_subject() {
+        let patterns = all_patterns(3);
+        let subjects = all_subjects(4);
+        assert_eq!(patterns.len(), 4 + 12 + 36);
+        for p in &patterns {
+            validate_pattern(p).expect(p);
+        }
+        for a in &patterns {
+            for b in &patterns {
+                let witness = subjects.iter().find(|s| matches(a, s) && matches(b, s));
+                assert_eq!(overlaps(a, b), witness.is_some(), "{a} vs {b}: witness {witness:?}");
+            }
+        }
+    }
+
     #[test]
     fn overlap_is_symmetric_and_exact() {
         let cases = [

@@ -1,4 +1,5 @@
-//! Store errors.
+//! Store errors: what failed and where, with secrets removed from URLs.
+use std::path::PathBuf;
 
 /// Store error.
 #[derive(Debug, thiserror::Error)]
@@ -14,15 +15,20 @@ pub enum Error {
         /// Cause.
         source: sqlx::Error,
     },
-    /// A migration failed.
+    /// The directory for the SQLite file could not be created.
+    #[error("cannot create the store directory {path}: {source}")]
+    CreateDir {
+        /// Directory that failed.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A migration failed, or one that was already applied has been changed since.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A query failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    /// Filesystem error (creating the SQLite directory).
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Result alias for the store crate.

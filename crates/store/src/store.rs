@@ -1,14 +1,18 @@
-//! The [`Store`] handle: one pool per engine.
+//! The [`Store`] handle: one pool per engine, opened from a URL.
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use sqlx::Connection as _;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{Error, Result};
+use crate::{Error, Result, migration};
+
+/// How long [`Store::connect`] waits for a PostgreSQL server that is still starting.
+pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// Which engine a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +36,9 @@ static CORE_SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static CORE_POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 
 impl Store {
-    /// Opens the store named by `url` and applies the store's own migrations.
+    /// Opens the store named by `url` and applies the store's own migrations, waiting up to
+    /// [`DEFAULT_CONNECT_WAIT`] for a PostgreSQL server that refuses connections (still
+    /// starting, e.g. beside us in docker compose).
     ///
     /// SQLite: the parent directory is created; WAL journal with `synchronous=NORMAL`
     /// (durable across process crashes, which is what "accepted" means in embedded mode).
@@ -40,28 +46,31 @@ impl Store {
     /// # Errors
     /// Unknown scheme, unreachable server, or a failed migration.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_within(url, DEFAULT_CONNECT_WAIT).await
+    }
+
+    /// [`Store::connect`] with an explicit wait for a PostgreSQL server that refuses
+    /// connections. Other errors (bad credentials, unknown database, …) fail at once.
+    ///
+    /// # Errors
+    /// As [`Store::connect`]; an unreachable server reports the last connection error.
+    pub async fn connect_within(url: &str, wait: Duration) -> Result<Self> {
         let store = if url.starts_with("sqlite:") {
             Self::connect_sqlite(url).await?
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts = PgConnectOptions::from_str(url)
-                .map_err(|source| Error::Connect { url: redact(url), source })?;
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
-                .await
-                .map_err(|source| Error::Connect { url: redact(url), source })?;
-            Self::Postgres(pool)
+            Self::connect_postgres(url, wait).await?
         } else {
-            return Err(Error::UnsupportedUrl(url.to_owned()));
+            return Err(Error::UnsupportedUrl(redact(url)));
         };
         store.migrate(&CORE_SQLITE, &CORE_POSTGRES).await?;
+        tracing::info!(url = %redact(url), backend = ?store.backend(), "store connected");
         Ok(store)
     }
 
     async fn connect_sqlite(url: &str) -> Result<Self> {
+        let connect_err = |source| Error::Connect { url: url.to_owned(), source };
         let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|source| Error::Connect { url: url.to_owned(), source })?
+            .map_err(connect_err)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -69,27 +78,64 @@ impl Store {
         if let Some(parent) = opts.get_filename().parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent)?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| Error::CreateDir { path: parent.to_owned(), source })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await
-            .map_err(|source| Error::Connect { url: url.to_owned(), source })?;
+        let mut pool = SqlitePoolOptions::new().max_connections(8);
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            // An in-memory database lives as long as its last connection: never let the
+            // pool close them all (idle reaping, lifetime recycling).
+            pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
+        }
+        let pool = pool.connect_with(opts).await.map_err(connect_err)?;
         Ok(Self::Sqlite(pool))
     }
 
+    async fn connect_postgres(url: &str, wait: Duration) -> Result<Self> {
+        let connect_err = |source| Error::Connect { url: redact(url), source };
+        let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        // The pool would retry a refused connection until its acquire timeout and then report
+        // only "timed out"; probing first keeps the real cause for the error message.
+        let deadline = Instant::now() + wait;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt =
+                tokio::time::timeout(remaining.max(backoff), PgConnection::connect_with(&opts))
+                    .await
+                    .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+            match attempt {
+                Ok(conn) => {
+                    let _ = conn.close().await;
+                    break;
+                }
+                Err(e) if server_starting(&e) && Instant::now() + backoff < deadline => {
+                    tracing::info!(url = %redact(url), error = %e, "store not reachable yet, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(connect_err(e)),
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(opts);
+        Ok(Self::Postgres(pool))
+    }
+
     /// Applies a service's migrations (the one matching this engine). Migrations that other
-    /// services applied to the same database are left alone.
+    /// services applied to the same database are left alone; concurrent callers (other
+    /// processes included) are serialised.
     ///
     /// # Errors
     /// A migration fails or a previously applied one was changed.
     pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<()> {
         match self {
-            Self::Sqlite(pool) => with_others_ignored(sqlite).run(pool).await?,
-            Self::Postgres(pool) => with_others_ignored(postgres).run(pool).await?,
+            Self::Sqlite(pool) => migration::run_sqlite(sqlite, pool).await,
+            Self::Postgres(pool) => migration::run_postgres(postgres, pool).await,
         }
-        Ok(())
     }
 
     /// The engine.
@@ -137,22 +183,33 @@ impl Store {
     }
 }
 
-/// A copy of `m` that tolerates versions applied by other services' migrators.
-fn with_others_ignored(m: &Migrator) -> Migrator {
-    let mut m = Migrator { migrations: m.migrations.clone(), ..Migrator::DEFAULT };
-    m.set_ignore_missing(true);
-    m
+/// Errors that mean "the server is not up yet": worth waiting for.
+fn server_starting(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        // 57P03 cannot_connect_now: starting up, recovering, shutting down.
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
+        _ => false,
+    }
 }
 
-/// `url` without its password, for error messages.
+/// `url` without its password (`user:pass@` or `?password=`), for error messages and logs.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
             let user = creds.split(':').next().unwrap_or("");
             format!("{}://{}@{}", &url[..s], user, &url[at + 1..])
         }
         _ => url.to_owned(),
+    };
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let kept: Vec<&str> =
+                query.split('&').filter(|kv| !kv.starts_with("password=")).collect();
+            if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
+        }
+        None => url,
     }
 }
 
@@ -164,5 +221,12 @@ mod tests {
     fn redact_hides_password() {
         assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u@h:5/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact("mysql://u:p@h/db"), "mysql://u@h/db");
+        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://h/db?password=x&sslmode=require"),
+            "postgres://h/db?sslmode=require"
+        );
+        assert_eq!(redact("postgres://h/db?password=x"), "postgres://h/db");
     }
 }

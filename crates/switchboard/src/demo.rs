@@ -34,8 +34,8 @@ pub async fn run(args: DemoArgs, ctx: Ctx, admin_addr: SocketAddr) -> anyhow::Re
     ctx.health.set_ready("demo", true);
     ctx.shutdown.cancelled().await;
     println!("shutting down: draining every service…");
-    // No `store.close()` here: services write their last snapshots/batches into the store while
-    // `main` drains them; the pool closes when the process exits.
+    // No `store.close()` here: services still write their last batches and snapshots while
+    // `main` drains them. The pool closes when the last service drops its handle.
     drop(store);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Test harness shared by every crate's integration tests.
 //!
-//! * [`NatsServer::start`] — a throw-away `nats-server -js -sd <tmpdir>` on a free loopback port.
+//! * [`NatsServer::start`] — a throw-away `nats-server -js -sd <tmpdir>` on a free loopback port;
+//!   [`NatsServer::kill`] / [`NatsServer::restart`] (same port, same store) for crash tests.
 //! * [`PostgresServer::start`] — a throw-away PostgreSQL cluster (`initdb` + `postgres` in a
 //!   temp dir, run as the `postgres` user when we are root) on a free loopback port.
 //!

@@ -79,10 +79,19 @@ impl NatsServer {
     }
 }
 
-/// Spawns nats-server storing under `dir`, and waits until `port` accepts connections.
+/// Spawns nats-server storing under `dir`, and waits until it is ready: it logged "Server is
+/// ready" (after JetStream started) and `port` accepts connections. The log check also makes
+/// sure the listener is ours, not another process that grabbed the port first.
 /// On failure the process is killed and the error carries the server log.
 fn launch(dir: &Path, port: u16) -> Result<Child, String> {
     let log_path = dir.join("nats-server.log");
+    // A restart appends to the same log: only what this launch writes counts.
+    let log_start = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+    let new_log = || {
+        let log = std::fs::read(&log_path).unwrap_or_default();
+        let start = usize::try_from(log_start).unwrap_or(0).min(log.len());
+        String::from_utf8_lossy(&log[start..]).into_owned()
+    };
     let log = File::options()
         .create(true)
         .append(true)
@@ -106,18 +115,20 @@ fn launch(dir: &Path, port: u16) -> Result<Child, String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_none()
+            && new_log().contains("Server is ready")
+            && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        {
             return Ok(child);
         }
-        let exited = child.try_wait().ok().flatten();
         if exited.is_some() || Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let why = exited.map_or("timed out".to_owned(), |s| format!("exited with {s}"));
-            return Err(format!("port {port} ({why}); server log:\n{log}"));
+            return Err(format!("port {port} ({why}); server log:\n{}", new_log()));
         }
-        // Polling the port is the only readiness signal nats-server gives; bounded above.
+        // nats-server has no readiness callback: poll its log and port, bounded above.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -125,5 +136,29 @@ fn launch(dir: &Path, port: u16) -> Result<Child, String> {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(port: u16) -> bool {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+    }
+
+    #[test]
+    fn kill_restart_and_drop_control_the_process() {
+        let mut server = NatsServer::start();
+        let port = server.port();
+        assert_eq!(server.url, format!("nats://127.0.0.1:{port}"));
+        assert!(accepts(port), "started server refuses connections");
+        server.kill();
+        assert!(!accepts(port), "killed server still accepts");
+        server.restart();
+        assert!(accepts(port), "restarted server refuses connections");
+        drop(server);
+        assert!(!accepts(port), "dropped server still accepts");
     }
 }

@@ -122,7 +122,7 @@ impl Stream {
             };
             st.bytes += stored.size();
             st.msgs.push_back(stored);
-            if let Some(id) = msg_id.filter(|_| !st.cfg.duplicate_window.is_zero()) {
+            if let Some(id) = msg_id {
                 st.dedup.insert(id.to_owned(), seq);
                 st.dedup_order.push_back((now, id.to_owned()));
             }
@@ -171,7 +171,11 @@ impl StreamState {
     }
 
     fn expire_dedup(&mut self, now: Instant) {
-        let window = self.cfg.duplicate_window;
+        // As on JetStream, the window never outlasts max_age.
+        let window = self
+            .cfg
+            .max_age
+            .map_or(self.cfg.duplicate_window, |age| age.min(self.cfg.duplicate_window));
         while let Some((at, _)) = self.dedup_order.front() {
             if now.duration_since(*at) < window {
                 break;
