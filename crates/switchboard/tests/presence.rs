@@ -134,8 +134,7 @@ async fn embedded_mode_counts_clients_and_survives_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double_counting() {
     let nats = switchboard_testkit::NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = format!("sqlite://{}", dir.path().join("presence.db").display());
+    let pg = switchboard_testkit::PostgresServer::start();
     let (g1, g2, st) = (free_port(), free_port(), free_port());
     let status_url = format!("http://127.0.0.1:{st}");
     let gateway = |port: u16, id: &str| {
@@ -158,7 +157,7 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
         "--bus",
         &nats.url,
         "--store",
-        &store,
+        &pg.url,
         "--replica-id",
         "e2e",
         "--snapshot-interval",
