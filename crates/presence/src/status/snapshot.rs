@@ -129,19 +129,30 @@ mod tests {
         assert!(Snapshot::decode(5, b"").is_err());
     }
 
+    /// The same checks on whichever engine `store` runs.
+    async fn keeps_the_latest_snapshot_per_replica(store: &Store) {
+        migrate(store).await.unwrap();
+        migrate(store).await.unwrap(); // idempotent
+        assert_eq!(load(store, "a").await.unwrap(), None);
+        let first = Snapshot { taken_ms: 1, entries: vec![(1, 10)] };
+        let second = Snapshot { taken_ms: 2, entries: vec![(u128::MAX, 11), (2, 11)] };
+        save(store, "a", &first).await.unwrap();
+        save(store, "a", &second).await.unwrap();
+        save(store, "b", &first).await.unwrap();
+        assert_eq!(load(store, "a").await.unwrap(), Some(second));
+        assert_eq!(load(store, "b").await.unwrap(), Some(first));
+    }
+
     #[tokio::test]
-    async fn sqlite_store_keeps_the_latest_snapshot_per_replica() {
+    async fn sqlite_keeps_the_latest_snapshot_per_replica() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("p.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        migrate(&store).await.unwrap();
-        assert_eq!(load(&store, "a").await.unwrap(), None);
-        let first = Snapshot { taken_ms: 1, entries: vec![(1, 10)] };
-        let second = Snapshot { taken_ms: 2, entries: vec![(1, 11), (2, 11)] };
-        save(&store, "a", &first).await.unwrap();
-        save(&store, "a", &second).await.unwrap();
-        save(&store, "b", &first).await.unwrap();
-        assert_eq!(load(&store, "a").await.unwrap(), Some(second));
-        assert_eq!(load(&store, "b").await.unwrap(), Some(first));
+        keeps_the_latest_snapshot_per_replica(&Store::connect(&url).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_keeps_the_latest_snapshot_per_replica() {
+        let pg = switchboard_testkit::PostgresServer::start();
+        keeps_the_latest_snapshot_per_replica(&Store::connect(&pg.url).await.unwrap()).await;
     }
 }
