@@ -142,23 +142,25 @@ impl Client {
         crate::trace::inject_metadata(&tracing::Span::current(), request.metadata_mut());
         let mut inbound = client.attach(request).await?.into_inner();
         metrics::gauge!("presence_clients_connected").increment(1.0);
-        let mut answered = false;
-        let mut last_ping: Option<Instant> = None;
+        let mut pings = 0u32;
+        let mut last_ping = Instant::now();
         let result = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
                 msg = inbound.message() => match msg {
                     Ok(Some(_ping)) => {
                         let now = Instant::now();
-                        if let (Some(j), Some(prev)) = (&self.jitter, last_ping) {
-                            j.record(now - prev);
+                        // The gateway pings at once on attach, then on the client's slot: the
+                        // first interval is a phase offset, not jitter.
+                        if let (Some(j), true) = (&self.jitter, pings >= 2) {
+                            j.record(now - last_ping);
                         }
-                        last_ping = Some(now);
+                        last_ping = now;
+                        pings = pings.saturating_add(1);
                         let status = Status::at(SystemClock.now_ms());
                         if tx.send(Pong { status: status.into() }).await.is_err() {
                             break Ok(());
                         }
-                        answered = true;
                     }
                     Ok(None) => break Ok(()),
                     Err(status) => break Err(Error::Rpc(status)),
@@ -166,7 +168,7 @@ impl Client {
             }
         };
         metrics::gauge!("presence_clients_connected").decrement(1.0);
-        result.map(|()| answered)
+        result.map(|()| pings > 0)
     }
 }
 
