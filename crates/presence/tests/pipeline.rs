@@ -48,9 +48,15 @@ async fn setup(gateway_ctx: &Ctx) -> Setup {
 }
 
 impl Setup {
-    /// Starts a status replica on the shared bus and store; returns its URL.
+    /// Starts status replica `status-0` on the shared bus and store; returns its URL.
     async fn status(&self, clock: Arc<dyn Clock>, ctx: &Ctx) -> String {
-        let args = StatusArgs::embedded(&self.store_url);
+        self.replica("status-0", clock, ctx).await
+    }
+
+    /// Starts status replica `id` on the shared bus and store; returns its URL.
+    async fn replica(&self, id: &str, clock: Arc<dyn Clock>, ctx: &Ctx) -> String {
+        let mut args = StatusArgs::embedded(&self.store_url);
+        args.replica_id = id.to_owned();
         let addr = switchboard_presence::start_status(
             &args,
             self.bus.clone(),
@@ -193,4 +199,24 @@ async fn clients_of_a_drained_gateway_move_to_the_other_without_double_counting(
     assert!(clients_ctx.drain(Duration::from_secs(5)).await);
     assert!(status_ctx.drain(Duration::from_secs(5)).await);
     assert!(ctx2.drain(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn a_new_replica_rebuilds_the_window_from_the_stream_alone() {
+    let (gateway_ctx, first, second) = (Ctx::new(), Ctx::new(), Ctx::new());
+    let s = setup(&gateway_ctx).await;
+    let url = s.replica("a", Arc::new(SystemClock), &first).await;
+    let clients_ctx = Ctx::new();
+    switchboard_presence::spawn_clients(&clients(12, &s.gateway_url), None, &clients_ctx).unwrap();
+    wait_for_count(&url, 12, Duration::from_secs(20)).await;
+    // Nobody reports any more: a replica that has never run (no snapshot) can only learn the 12
+    // users by reading the last 3 minutes of the stream.
+    assert!(clients_ctx.drain(Duration::from_secs(5)).await);
+    assert!(gateway_ctx.drain(Duration::from_secs(5)).await, "last batch flushed");
+    let url_b = s.replica("b", Arc::new(SystemClock), &second).await;
+    wait_for_count(&url_b, 12, Duration::from_secs(10)).await;
+    assert_eq!(fetch_online(&url).await.unwrap(), 12, "replicas agree");
+
+    assert!(first.drain(Duration::from_secs(5)).await);
+    assert!(second.drain(Duration::from_secs(5)).await);
 }

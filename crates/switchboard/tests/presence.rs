@@ -149,23 +149,25 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
             id,
         ])
     };
-    let status_args = [
-        "presence",
-        "status",
-        "--listen",
-        &format!("127.0.0.1:{st}"),
-        "--bus",
-        &nats.url,
-        "--store",
-        &pg.url,
-        "--replica-id",
-        "e2e",
-        "--snapshot-interval",
-        "1s",
-    ];
+    let status_replica = |port: u16, replica: &str| {
+        Proc::spawn(&[
+            "presence",
+            "status",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--bus",
+            &nats.url,
+            "--store",
+            &pg.url,
+            "--replica-id",
+            replica,
+            "--snapshot-interval",
+            "1s",
+        ])
+    };
     let gw1 = gateway(g1, "gw1");
     let gw2 = gateway(g2, "gw2");
-    let status = Proc::spawn(&status_args);
+    let status = status_replica(st, "a");
     let clients = Proc::spawn(&[
         "presence",
         "clients",
@@ -177,6 +179,11 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
         "500ms",
     ]);
     eventually("online users", 40.0, Duration::from_secs(30), || online(&status_url)).await;
+    // A second replica started now rebuilds the window from the stream and agrees.
+    let st_b = free_port();
+    let status_b = status_replica(st_b, "b");
+    let url_b = format!("http://127.0.0.1:{st_b}");
+    eventually("online users on replica b", 40.0, Duration::from_secs(30), || online(&url_b)).await;
     let on_gw2 = gw2.gauge("presence_gateway_sessions").await;
     assert!(on_gw2 > 0.0 && on_gw2 < 40.0, "clients spread over both gateways ({on_gw2} on gw2)");
 
@@ -191,7 +198,7 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
 
     // The status service is killed mid-run and restarted: same count from snapshot + stream.
     status.kill9();
-    let status = Proc::spawn(&status_args);
+    let status = status_replica(st, "a");
     eventually("online users after status kill -9", 40.0, Duration::from_secs(20), || {
         online(&status_url)
     })
@@ -200,4 +207,5 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
     assert!(clients.terminate().success());
     assert!(gw2.terminate().success());
     assert!(status.terminate().success());
+    assert!(status_b.terminate().success());
 }
