@@ -75,12 +75,22 @@ impl LastSeen {
         if !self.in_window(sec, self.high_water_s) {
             return Recorded::Expired;
         }
-        let previous = self.users.insert(user, sec);
-        let outcome = match previous {
-            Some(old) if old >= sec => {
-                self.users.insert(user, old);
-                return Recorded::Unchanged;
+        // One hash lookup per report: this is the ingest hot path.
+        let previous = match self.users.entry(user) {
+            hashbrown::hash_map::Entry::Occupied(mut e) => {
+                let old = *e.get();
+                if old >= sec {
+                    return Recorded::Unchanged;
+                }
+                e.insert(sec);
+                Some(old)
             }
+            hashbrown::hash_map::Entry::Vacant(e) => {
+                e.insert(sec);
+                None
+            }
+        };
+        let outcome = match previous {
             Some(old) if self.in_window(old, self.high_water_s) => {
                 let b = self.bucket_mut(old);
                 if b.sec == old {
