@@ -240,7 +240,8 @@ impl Gateway for GatewayService {
             }
             .instrument(span),
         );
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+        let pings = tokio_stream::StreamExt::map(ReceiverStream::new(rx), session::Out::into_item);
+        Ok(tonic::Response::new(Box::pin(pings)))
     }
 }
 

@@ -15,8 +15,28 @@ use super::forwarder::ReportSender;
 use crate::proto::{Ping, Pong, Status};
 use crate::report::Report;
 
-/// Outbound half of a stream: the response body of `Attach`.
-pub type PingSender = mpsc::Sender<Result<Ping, tonic::Status>>;
+/// What a session sends its client. Deliberately tiny: the channel's slot block is allocated
+/// per stream, and `Result<Ping, tonic::Status>` would make it ~6 KB per client.
+#[derive(Debug, Clone, Copy)]
+pub enum Out {
+    /// One Ping.
+    Ping,
+    /// End the stream with this status.
+    End(tonic::Code, &'static str),
+}
+
+impl Out {
+    /// The gRPC message or final status this stands for.
+    pub fn into_item(self) -> Result<Ping, tonic::Status> {
+        match self {
+            Self::Ping => Ok(Ping {}),
+            Self::End(code, message) => Err(tonic::Status::new(code, message)),
+        }
+    }
+}
+
+/// Outbound half of a stream: feeds the response body of `Attach`.
+pub type PingSender = mpsc::Sender<Out>;
 
 /// Why a session ended (a metric label and a log field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +133,7 @@ impl Session {
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => {
-                    let _ = self.outbound.try_send(Err(tonic::Status::unavailable("gateway draining; reconnect")));
+                    let _ = self.outbound.try_send(Out::End(tonic::Code::Unavailable, "gateway draining; reconnect"));
                     return End::Draining;
                 }
                 changed = self.tick.changed() => {
@@ -121,9 +141,10 @@ impl Session {
                         return End::Draining;
                     }
                     if last_pong.elapsed() > self.timeout {
-                        let _ = self.outbound.try_send(Err(tonic::Status::deadline_exceeded(
+                        let _ = self.outbound.try_send(Out::End(
+                            tonic::Code::DeadlineExceeded,
                             "no Pong within the client timeout",
-                        )));
+                        ));
                         return End::TimedOut;
                     }
                     if !self.ping() {
@@ -148,7 +169,7 @@ impl Session {
 
     /// Queues one Ping; `false` once the response stream is gone.
     fn ping(&self) -> bool {
-        match self.outbound.try_send(Ok(Ping {})) {
+        match self.outbound.try_send(Out::Ping) {
             Ok(()) => {
                 self.metrics.pings.increment(1);
                 true

@@ -35,8 +35,9 @@ impl Ticker {
     pub async fn run(&self, shutdown: CancellationToken) {
         let n = u32::try_from(self.slots.len()).unwrap_or(1);
         let mut timer = tokio::time::interval(self.interval / n);
-        // After a stall (e.g. the host was paused) skip missed ticks rather than burst them.
-        timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        // A late tick is caught up at once (Burst), so every slot keeps its phase: skipping
+        // would shift all later slots and turn one stall into jitter for everyone.
+        timer.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let mut i = 0usize;
         loop {
             tokio::select! {
