@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it. Installs what a fresh machine lacks
-# (nats-server, PostgreSQL 15) when it can, then: fmt check, clippy, all tests.
+# (nats-server, PostgreSQL 15, openssl for the TLS tests, chromium for the dashboard test)
+# when it can, then: fmt check, clippy, all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 need_pg=
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_pg=1

@@ -1,11 +1,26 @@
-//! Errors of this crate.
+//! Errors of this crate. Only startup and check failures are errors: bad frames and lost
+//! connections are expected outcomes, counted and logged where they happen.
 
 /// Error of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The feature is not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
+    /// A flag has an unusable value.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A socket could not be bound or used.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The wsserver simulator saw reports that differ from its ground truth.
+    #[error("{mismatches} of {checked} reports did not match the ground truth")]
+    Mismatch {
+        /// Reports compared with a closed window.
+        checked: u64,
+        /// Reports that differed.
+        mismatches: u64,
+    },
+    /// The benchmark could not run.
+    #[error("benchmark: {0}")]
+    Bench(String),
 }
 
 /// Result alias for this crate.

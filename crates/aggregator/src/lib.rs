@@ -1,57 +1,87 @@
 //! aggregator — websocket client that merges parent/child maps, counts calls between parent
-//! services per minute and reports them back over the same socket; plus the wsserver simulator.
+//! services per window and reports them back over the same socket; plus the wsserver
+//! simulator that checks those reports and the benchmark.
+//!
+//! # Layout
+//! * `protocol` — the JSON wire contract, parsed into 128-bit ids.
+//! * `associations` — child → interned parent, cumulative and capped.
+//! * `window` — the per-window count, the unknown-child policy and the window schedule.
+//! * `intake` — frames in, reports out; the state that survives reconnects.
+//! * `outbox` — bounded queue of reports not yet written.
+//! * `session` / `client` — one connection; the connect–backoff–reconnect loop.
+//! * `wsserver` — the simulator with its ground-truth `ledger`.
+//! * `bench` — messages/s against a parse-only reference.
 #![forbid(unsafe_code)]
 
+mod associations;
+mod backoff;
+mod bench;
+mod client;
 mod error;
+mod intake;
+mod ledger;
+mod outbox;
+mod protocol;
+mod session;
+mod window;
+mod wsserver;
 
-use switchboard_core::{Ctx, Endpoint};
+use std::sync::Arc;
 
+use switchboard_core::{Ctx, Endpoint, SystemClock};
+
+pub use bench::BenchArgs;
+pub use client::Args;
 pub use error::{Error, Result};
+pub use wsserver::WsServerArgs;
 
-/// `switchboard aggregator` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// Websocket URL of the server to aggregate.
-    #[arg(long, env = "SWITCHBOARD_SERVER", default_value = "ws://127.0.0.1:5050/ws")]
-    pub server: String,
-}
-
-/// `switchboard sim wsserver` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WsServerArgs {}
-
-/// `switchboard bench aggregator` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {}
-
-/// Runs the aggregator until `ctx.shutdown`.
+/// Runs the aggregator until `ctx.shutdown`, then flushes the open window.
 ///
 /// # Errors
-/// Startup fails.
-pub async fn run(_args: Args, _ctx: Ctx) -> Result<()> {
-    Err(Error::NotImplemented("aggregator"))
+/// The flags are invalid (bad URL, interval too short).
+pub async fn run(args: Args, ctx: Ctx) -> Result<()> {
+    client::run(args, Arc::new(SystemClock), ctx).await
 }
 
-/// Runs the wsserver simulator until `ctx.shutdown`.
+/// Runs the wsserver simulator until `ctx.shutdown` (or until `--expect-reports` are checked).
 ///
 /// # Errors
-/// Startup fails.
-pub async fn run_wsserver(_args: WsServerArgs, _ctx: Ctx) -> Result<()> {
-    Err(Error::NotImplemented("sim wsserver"))
+/// The listener cannot be bound, or a report did not match the ground truth.
+pub async fn run_wsserver(args: WsServerArgs, ctx: Ctx) -> Result<()> {
+    wsserver::run(args, ctx).await
 }
 
 /// Runs the aggregator benchmark and prints its table and JSON line.
 ///
 /// # Errors
 /// The benchmark cannot run.
-pub async fn bench(_args: BenchArgs, _ctx: Ctx) -> Result<()> {
-    Err(Error::NotImplemented("bench aggregator"))
+pub async fn bench(args: BenchArgs, ctx: Ctx) -> Result<()> {
+    bench::run(args, ctx).await
 }
 
 /// Starts the demo set (simulator + aggregator) on loopback; returns what runs where.
 ///
 /// # Errors
 /// A component fails to start.
-pub async fn demo(_ctx: &Ctx) -> Result<Vec<Endpoint>> {
-    Ok(Vec::new())
+pub async fn demo(ctx: &Ctx) -> Result<Vec<Endpoint>> {
+    let sim = wsserver::WsServerArgs::demo()?;
+    let (listener, addr) = wsserver::bind(&sim).await?;
+    let url = format!("ws://{addr}/ws");
+    let sim_ctx = ctx.child();
+    ctx.spawn(async move {
+        if let Err(e) = wsserver::serve(listener, sim, sim_ctx).await {
+            tracing::error!(error = %e, "wsserver simulator stopped");
+        }
+    });
+    let args = Args::for_server(url.clone())?;
+    let client_ctx = ctx.child();
+    ctx.spawn(async move {
+        if let Err(e) = client::run(args, Arc::new(SystemClock), client_ctx).await {
+            tracing::error!(error = %e, "aggregator stopped");
+        }
+    });
+    Ok(vec![
+        Endpoint::new("aggregator", "wsserver simulator (checks every report)", url),
+        Endpoint::new("aggregator", "client: one report per minute", "see log: \"window closed\""),
+    ])
 }

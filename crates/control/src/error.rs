@@ -1,11 +1,33 @@
-//! Errors of this crate.
+//! Errors of the control crate. Expected outcomes of commands (refusals, timeouts) are not
+//! errors: they are [`crate::op::Refusal`]s and console output.
+use std::net::SocketAddr;
 
 /// Error of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The feature is not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
+    /// A flag has an unusable value.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The console's gRPC listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The server refused this agent's token; retrying cannot help.
+    #[error("the server refused our credentials: {0}")]
+    Unauthenticated(String),
+    /// The gRPC transport failed (serving, or connecting for the bench).
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reading operator input failed.
+    #[error("console input: {0}")]
+    Console(String),
+    /// The benchmark could not complete its measurement.
+    #[error("bench: {0}")]
+    Bench(String),
 }
 
 /// Result alias for this crate.

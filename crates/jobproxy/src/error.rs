@@ -1,11 +1,31 @@
-//! Errors of this crate.
+//! Errors of this crate: startup and configuration problems, and failures of the helper
+//! programs (jobclient, bench). Per-request outcomes of the proxy are not errors of this kind:
+//! they are HTTP answers, see `failure.rs`.
+use std::net::SocketAddr;
 
 /// Error of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The feature is not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
+    /// A listening socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// A flag holds a value we cannot use.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An I/O error outside a single request (spawning, reading `/proc`, …).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// An HTTP client could not be built or a request of a helper program failed.
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The benchmark could not complete a phase.
+    #[error("benchmark: {0}")]
+    Bench(String),
 }
 
 /// Result alias for this crate.

@@ -1,65 +1,81 @@
 //! jobproxy — turns synchronous "start job and wait" requests into asynchronous callback jobs
-//! upstream; plus the job-server simulator and the jobclient.
+//! upstream; plus the job-server simulator, the jobclient and the benchmark.
+//!
+//! # Layout
+//! * `proxy` — the proxy role: HTTP front, held requests, passthrough, drain on shutdown.
+//! * `upstream` — one keep-alive connection per account to the job server, fed by a bounded
+//!   queue (the job server serves one connection per account at a time).
+//! * `waiter` — held requests keyed by a random 128-bit `token`, callback-before-start safe.
+//! * `callback` — the `/callback/{token}` endpoint and its answers.
+//! * `failure` — how a failed request is answered (502/503/504 with a JSON reason).
+//! * `job` — the job server's wire format.
+//! * `jobserver` — the simulator (`switchboard sim jobserver`), with fault injection.
+//! * `jobclient` — `switchboard jobclient`: N jobs at once, PASSED/FAILED.
+//! * `bench` — `switchboard bench jobproxy`.
+//! * `demo` — the demo set for `switchboard demo`.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod callback;
+mod demo;
 mod error;
+mod failure;
+mod job;
+mod jobclient;
+mod jobserver;
+mod proxy;
+mod token;
+mod upstream;
+mod waiter;
 
 use switchboard_core::{Ctx, Endpoint};
 
+pub use bench::BenchArgs;
 pub use error::{Error, Result};
+pub use jobclient::JobClientArgs;
+pub use jobserver::{Faults, JobServer, JobServerArgs};
+pub use proxy::{Args, ProxyHandle, start as start_proxy};
 
-/// `switchboard jobproxy` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {}
-
-/// `switchboard sim jobserver` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct JobServerArgs {}
-
-/// `switchboard jobclient` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct JobClientArgs {}
-
-/// `switchboard bench jobproxy` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {}
-
-/// Runs the proxy until `ctx.shutdown`.
+/// Runs the proxy until `ctx.shutdown`, then drains held requests.
 ///
 /// # Errors
-/// Startup fails.
-pub async fn run(_args: Args, _ctx: Ctx) -> Result<()> {
-    Err(Error::NotImplemented("jobproxy"))
+/// Invalid flags, or the listen address cannot be bound.
+pub async fn run(args: Args, ctx: Ctx) -> Result<()> {
+    proxy::start(args, &ctx).await?;
+    ctx.shutdown.cancelled().await;
+    Ok(())
 }
 
 /// Runs the job-server simulator until `ctx.shutdown`.
 ///
 /// # Errors
-/// Startup fails.
-pub async fn run_jobserver(_args: JobServerArgs, _ctx: Ctx) -> Result<()> {
-    Err(Error::NotImplemented("sim jobserver"))
+/// The listen address cannot be bound.
+pub async fn run_jobserver(args: JobServerArgs, ctx: Ctx) -> Result<()> {
+    JobServer::start(args, &ctx).await?;
+    ctx.shutdown.cancelled().await;
+    Ok(())
 }
 
 /// Runs the jobclient; `Ok(true)` when every job succeeded in time.
 ///
 /// # Errors
 /// The client cannot run at all.
-pub async fn run_jobclient(_args: JobClientArgs, _ctx: Ctx) -> Result<bool> {
-    Err(Error::NotImplemented("jobclient"))
+pub async fn run_jobclient(args: JobClientArgs, ctx: Ctx) -> Result<bool> {
+    jobclient::run(args, ctx).await
 }
 
 /// Runs the jobproxy benchmark.
 ///
 /// # Errors
 /// The benchmark cannot run.
-pub async fn bench(_args: BenchArgs, _ctx: Ctx) -> Result<()> {
-    Err(Error::NotImplemented("bench jobproxy"))
+pub async fn bench(args: BenchArgs, ctx: Ctx) -> Result<()> {
+    bench::run(args, ctx).await
 }
 
 /// Starts the demo set (job server + proxy) on loopback; returns what runs where.
 ///
 /// # Errors
 /// A component fails to start.
-pub async fn demo(_ctx: &Ctx) -> Result<Vec<Endpoint>> {
-    Ok(Vec::new())
+pub async fn demo(ctx: &Ctx) -> Result<Vec<Endpoint>> {
+    demo::start(ctx).await
 }

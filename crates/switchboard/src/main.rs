@@ -1,8 +1,8 @@
 //! `switchboard` — wiring only: parse flags, start telemetry and the admin server, run the
 //! chosen target, wait for a signal, drain, exit.
 //!
-//! Exit codes: 0 success, 1 runtime failure (or a failed check such as jobclient), 64 bad
-//! configuration.
+//! Exit codes: 0 success, 1 runtime failure (a failed check such as jobclient, or a role that
+//! did not stop within `--grace`), 64 bad configuration, 130 a second signal cut the drain short.
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -21,6 +21,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// BSD `EX_USAGE`: the command line or configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
+/// 128 + SIGINT: a second signal cut the drain short.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let args = match config::expand_args(std::env::args_os().collect(), |k| std::env::var_os(k)) {
@@ -54,7 +56,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "exiting after error");
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if is_config_error(&e) { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE }
         }
     }
 }
@@ -76,22 +78,62 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         admin_token.clone(),
     ));
 
-    // First signal: cancel and drain. A second one is not waited for: the runtime is dropped.
+    // First signal: cancel and drain. Second signal: the operator means it — exit at once.
     let signal_ctx = ctx.clone();
     tokio::spawn(async move {
         switchboard_core::shutdown::signal().await;
         signal_ctx.begin_shutdown();
+        switchboard_core::shutdown::signal().await;
+        tracing::warn!("second signal: exiting without waiting for the drain");
+        std::process::exit(EXIT_INTERRUPTED.into());
     });
 
-    let outcome = dispatch(cli.command, ctx.clone(), admin_addr).await;
+    // The grace period bounds the whole stop: the role's own drain plus its spawned tasks.
+    let grace = cli.grace;
+    let deadline = async {
+        ctx.shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let outcome = tokio::select! {
+        outcome = dispatch(cli.command, ctx.clone(), admin_addr) => outcome,
+        () = deadline => {
+            tracing::warn!(?grace, "the role did not stop within the grace period");
+            Ok(ExitCode::FAILURE)
+        }
+    };
 
-    if !ctx.drain(cli.grace).await {
-        tracing::warn!(grace = ?cli.grace, "some tasks did not finish within the grace period");
+    if !ctx.drain(grace).await {
+        tracing::warn!(?grace, "some tasks did not finish within the grace period");
     }
     admin_token.cancel();
     let _ = admin.await;
     telemetry.shutdown();
     outcome
+}
+
+/// Whether `err` is a configuration mistake (bad URL, out-of-range value): exit 64, not 1.
+fn is_config_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<switchboard_bus::Error>(),
+            Some(switchboard_bus::Error::UnsupportedUrl(_) | switchboard_bus::Error::Config(_))
+        ) || matches!(
+            cause.downcast_ref::<switchboard_store::Error>(),
+            Some(switchboard_store::Error::UnsupportedUrl(_))
+        ) || matches!(
+            cause.downcast_ref::<switchboard_aggregator::Error>(),
+            Some(switchboard_aggregator::Error::Config(_))
+        ) || matches!(
+            cause.downcast_ref::<switchboard_jobproxy::Error>(),
+            Some(switchboard_jobproxy::Error::Config(_))
+        ) || matches!(
+            cause.downcast_ref::<switchboard_control::Error>(),
+            Some(switchboard_control::Error::Config(_))
+        ) || matches!(
+            cause.downcast_ref::<switchboard_tracker::Error>(),
+            Some(switchboard_tracker::Error::Config(_))
+        )
+    })
 }
 
 fn tokio_util_token() -> switchboard_core::shutdown::CancellationToken {

@@ -183,6 +183,17 @@ async fn bad_config_files_exit_64_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn unsupported_bus_or_store_urls_exit_64() {
+    let out = run(&["tracker", "worker", "--bus", "kafka://x:9092"]).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(stderr(&out).contains("kafka://x:9092"), "{}", stderr(&out));
+
+    let out = run(&["tracker", "worker", "--store", "mysql://x/db"]).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(stderr(&out).contains("mysql://x/db"), "{}", stderr(&out));
+}
+
+#[tokio::test]
 async fn runtime_failure_exits_1_with_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");

@@ -1,11 +1,38 @@
 //! Errors of this crate.
+//!
+//! Request-level refusals are not errors: they are [`crate::rejection::Rejection`] variants.
+//! These are the failures of the machinery itself (store, bus, sockets, bad configuration).
 
 /// Error of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The feature is not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] switchboard_store::Error),
+    /// A query failed.
+    #[error("database: {0}")]
+    Db(#[from] switchboard_store::sqlx::Error),
+    /// The bus failed.
+    #[error("bus: {0}")]
+    Bus(#[from] switchboard_bus::Error),
+    /// A journal entry or bus message is not a JSON array of events.
+    #[error("corrupt journal entry: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// Binding or serving a socket failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Shared core failure (admin server).
+    #[error("{0}")]
+    Core(#[from] switchboard_core::Error),
+    /// Invalid flags.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An HTTP client call failed (benchmark, demo generator).
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The benchmark could not complete.
+    #[error("benchmark: {0}")]
+    Bench(String),
 }
 
 /// Result alias for this crate.

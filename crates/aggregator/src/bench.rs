@@ -1,0 +1,318 @@
+//! `switchboard bench aggregator`: messages/s of the aggregator against a reference that
+//! only reads and parses the same frames, measured in the same run.
+//!
+//! A blaster thread (its own single-threaded runtime) sends a pool of pre-built frames over a
+//! loopback websocket as fast as TCP takes them, for a fixed time, then closes. The client
+//! runs on another single-threaded runtime on its own OS thread, so "one core" is literal and
+//! its CPU time is that thread's. Run 1 (reference) reads each frame and `serde_json`-parses
+//! it into borrowed strings. Run 2 is the aggregator's real session loop (parse into 128-bit
+//! ids, resolve parents, count, close 1 s windows, send reports). Process RSS is sampled every
+//! second of run 2 to show whether memory stays flat.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use switchboard_core::{Ctx, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::intake::Intake;
+use crate::outbox::Outbox;
+use crate::window::{Limits, Schedule};
+use crate::wsserver::world::{Shape, World};
+use crate::{Error, Result, session};
+
+/// `switchboard bench aggregator` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// How long each of the two runs sends frames.
+    #[arg(long, env = "SWITCHBOARD_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Distinct message frames in the pool the blaster cycles through.
+    #[arg(long, env = "SWITCHBOARD_FRAMES", default_value_t = 4096)]
+    pub frames: usize,
+    /// Parent services in the simulated tree.
+    #[arg(long, env = "SWITCHBOARD_PARENTS", default_value_t = 50)]
+    pub parents: usize,
+    /// Children per parent.
+    #[arg(long, env = "SWITCHBOARD_CHILDREN_PER_PARENT", default_value_t = 20)]
+    pub children_per_parent: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Measured {
+    messages: u64,
+    wall: Duration,
+    cpu: Duration,
+    rss_kib: Vec<u64>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+    fn per_cpu(&self) -> f64 {
+        self.messages as f64 / self.cpu.as_secs_f64().max(1e-9)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Reference,
+    Aggregator,
+}
+
+/// Runs both measurements and prints the table and the JSON line.
+pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
+    let frames = Arc::new(build_frames(&args));
+    let mut results = Vec::new();
+    for mode in [Mode::Reference, Mode::Aggregator] {
+        if ctx.shutdown.is_cancelled() {
+            return Err(Error::Bench("interrupted".into()));
+        }
+        results.push(measure(mode, frames.clone(), args.duration).await?);
+    }
+    let (reference, aggregator) = (&results[0], &results[1]);
+    print_report(&args, reference, aggregator);
+    Ok(())
+}
+
+/// The association list first, then the message pool.
+fn build_frames(args: &BenchArgs) -> (Utf8Bytes, Vec<Utf8Bytes>) {
+    let mut world = World::new(Shape {
+        parents: args.parents,
+        children_per_parent: args.children_per_parent,
+        unknown_ratio: 0.0,
+        pad: false,
+        children_key: false,
+        seed: 42,
+    });
+    let list = world.full_list();
+    let assoc = world.association_frame(&list).into();
+    let pool = (0..args.frames.max(1))
+        .map(|_| {
+            let (s, d) = world.pick_message();
+            world.message_frame(s, d).into()
+        })
+        .collect();
+    (assoc, pool)
+}
+
+async fn measure(
+    mode: Mode,
+    frames: Arc<(Utf8Bytes, Vec<Utf8Bytes>)>,
+    duration: Duration,
+) -> Result<Measured> {
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let (sent_tx, sent_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-blaster".into())
+        .spawn(move || {
+            let rt = current_thread();
+            let sent = rt.block_on(blast(frames, duration, addr_tx));
+            let _ = sent_tx.send(sent);
+        })
+        .map_err(|e| Error::Bench(e.to_string()))?;
+    let addr = addr_rx.await.map_err(|_| Error::Bench("blaster failed to start".into()))?;
+
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || {
+            // procfs reads of this thread's CPU time happen outside the runtime.
+            let cpu0 = thread_cpu();
+            let rt = current_thread();
+            let outcome = rt.block_on(client(mode, addr));
+            let cpu = thread_cpu().saturating_sub(cpu0);
+            let _ = done_tx.send(outcome.map(|(wall, rss_kib)| Measured {
+                wall,
+                cpu,
+                rss_kib,
+                messages: 0,
+            }));
+        })
+        .map_err(|e| Error::Bench(e.to_string()))?;
+    let mut m = done_rx.await.map_err(|_| Error::Bench("client thread died".into()))??;
+    m.messages = sent_rx.await.map_err(|_| Error::Bench("blaster thread died".into()))??;
+    Ok(m)
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a current-thread runtime")
+}
+
+/// Serves one connection: the association list, then the pool in a loop for `duration`.
+async fn blast(
+    frames: Arc<(Utf8Bytes, Vec<Utf8Bytes>)>,
+    duration: Duration,
+    addr_tx: oneshot::Sender<SocketAddr>,
+) -> Result<u64> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let _ = addr_tx.send(listener.local_addr()?);
+    let (tcp, _) = listener.accept().await?;
+    tcp.set_nodelay(true)?;
+    let ws = tokio_tungstenite::accept_async(tcp).await.map_err(|e| Error::Bench(e.to_string()))?;
+    let (mut sink, mut stream) = ws.split();
+    // Reports come back on the same socket; read them so the client never blocks.
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    let ws_err = |e: tokio_tungstenite::tungstenite::Error| Error::Bench(e.to_string());
+    sink.send(Message::Text(frames.0.clone())).await.map_err(ws_err)?;
+    let until = Instant::now() + duration;
+    let mut sent = 0u64;
+    'outer: loop {
+        for chunk in frames.1.chunks(256) {
+            for f in chunk {
+                sink.feed(Message::Text(f.clone())).await.map_err(ws_err)?;
+            }
+            sink.flush().await.map_err(ws_err)?;
+            sent += chunk.len() as u64;
+            if Instant::now() >= until {
+                break 'outer;
+            }
+        }
+    }
+    sink.close().await.map_err(ws_err)?;
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    Ok(sent)
+}
+
+/// Connects and consumes until the blaster closes; returns wall time and RSS samples.
+async fn client(mode: Mode, addr: SocketAddr) -> Result<(Duration, Vec<u64>)> {
+    let url = format!("ws://{addr}/ws");
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+        .await
+        .map_err(|e| Error::Bench(e.to_string()))?;
+    let rss = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = tokio::spawn(sample_rss(rss.clone()));
+    let started = Instant::now();
+    match mode {
+        Mode::Reference => {
+            let (_sink, mut stream) = ws.split();
+            let mut parsed = 0u64;
+            while let Some(Ok(msg)) = stream.next().await {
+                if let Message::Text(t) = msg {
+                    parsed += u64::from(parse_only(t.as_str()));
+                }
+            }
+            std::hint::black_box(parsed);
+        }
+        Mode::Aggregator => {
+            let limits =
+                Limits { max_children: 1_000_000, max_parents: 100_000, max_pending: 100_000 };
+            let schedule = Schedule::new(Duration::from_secs(1), Arc::new(SystemClock));
+            let mut intake = Intake::new(limits, schedule, Arc::new(Outbox::new(60)), 1 << 20);
+            let end =
+                session::run(ws, &mut intake, &CancellationToken::new(), Duration::from_secs(60))
+                    .await;
+            tracing::debug!(?end, "bench session ended");
+        }
+    }
+    let wall = started.elapsed();
+    sampler.abort();
+    let samples = rss.lock().map(|v| v.clone()).unwrap_or_default();
+    Ok((wall, samples))
+}
+
+/// The reference: websocket frame → JSON parse into borrowed fields, nothing else.
+fn parse_only(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow)]
+        source: &'a str,
+        #[serde(borrow)]
+        destination: &'a str,
+    }
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => serde_json::from_str::<Msg>(text)
+            .is_ok_and(|m| std::hint::black_box(m.source.len() + m.destination.len()) > 0),
+        Some(b'[') => serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text).is_ok(),
+        _ => false,
+    }
+}
+
+async fn sample_rss(out: Arc<std::sync::Mutex<Vec<u64>>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Ok(status) = tokio::fs::read_to_string("/proc/self/status").await
+            && let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            && let Ok(mut v) = out.lock()
+        {
+            v.push(kib);
+        }
+    }
+}
+
+/// CPU time (user + system) of the calling thread, from procfs (Linux; zero elsewhere).
+fn thread_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else { return Duration::ZERO };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
+    // Linux reports in USER_HZ, which is 100 on every mainstream architecture.
+    Duration::from_millis(ticks * 10)
+}
+
+fn print_report(args: &BenchArgs, reference: &Measured, aggregator: &Measured) {
+    let ratio_wall = aggregator.rate() / reference.rate().max(1e-9);
+    let ratio_cpu = aggregator.per_cpu() / reference.per_cpu().max(1e-9);
+    let rss = |m: &Measured| {
+        let first = m.rss_kib.get(1).or(m.rss_kib.first()).copied().unwrap_or(0);
+        let last = m.rss_kib.last().copied().unwrap_or(0);
+        let max = m.rss_kib.iter().copied().max().unwrap_or(0);
+        (first, last, max)
+    };
+    println!(
+        "aggregator bench: {:?} per run, {} distinct frames, {} parents x {} children, one client thread",
+        args.duration, args.frames, args.parents, args.children_per_parent
+    );
+    println!(
+        "{:<11} {:>11} {:>12} {:>10} {:>13} {:>24}",
+        "run", "messages", "msgs/s", "CPU s", "msgs/CPU-s", "RSS MiB 2nd s → end (max)"
+    );
+    for (name, m) in [("reference", reference), ("aggregator", aggregator)] {
+        let (first, last, max) = rss(m);
+        println!(
+            "{name:<11} {:>11} {:>12.0} {:>10.2} {:>13.0} {:>24}",
+            m.messages,
+            m.rate(),
+            m.cpu.as_secs_f64(),
+            m.per_cpu(),
+            format!(
+                "{:.1} → {:.1} ({:.1})",
+                first as f64 / 1024.0,
+                last as f64 / 1024.0,
+                max as f64 / 1024.0
+            )
+        );
+    }
+    println!(
+        "aggregator / reference: {:.1}% by wall clock, {:.1}% per CPU-second (target ≥ 80%)",
+        ratio_wall * 100.0,
+        ratio_cpu * 100.0
+    );
+    let (a_first, a_last, a_max) = rss(aggregator);
+    let json = serde_json::json!({
+        "bench": "aggregator",
+        "duration_s": args.duration.as_secs_f64(),
+        "reference": {"messages": reference.messages, "msgs_per_s": reference.rate(), "cpu_s": reference.cpu.as_secs_f64(), "msgs_per_cpu_s": reference.per_cpu()},
+        "aggregator": {"messages": aggregator.messages, "msgs_per_s": aggregator.rate(), "cpu_s": aggregator.cpu.as_secs_f64(), "msgs_per_cpu_s": aggregator.per_cpu(),
+            "rss_kib_second_s": a_first, "rss_kib_end": a_last, "rss_kib_max": a_max},
+        "ratio_wall": ratio_wall,
+        "ratio_cpu": ratio_cpu,
+        "target": 0.8,
+    });
+    println!("{json}");
+}

@@ -1,0 +1,191 @@
+//! The aggregator client: connect, count, report, reconnect.
+//!
+//! One task owns everything: it connects with a timeout, runs a [`session`](crate::session)
+//! until the connection is lost, then waits an exponential, jittered [`Backoff`] and tries
+//! again. Windows keep closing on time while disconnected; their reports wait in the bounded
+//! outbox and go out after the next reconnect.
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_core::{Clock, Ctx};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::backoff::Backoff;
+use crate::intake::Intake;
+use crate::outbox::Outbox;
+use crate::session::{self, End};
+use crate::window::{Limits, Schedule};
+use crate::{Error, Result};
+
+/// `switchboard aggregator` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Websocket URL of the server to aggregate.
+    #[arg(long, env = "SWITCHBOARD_SERVER", default_value = "ws://127.0.0.1:5050/ws")]
+    pub server: String,
+
+    /// Report interval; windows are aligned to multiples of it since the Unix epoch
+    /// (60s = wall-clock minutes).
+    #[arg(long, env = "SWITCHBOARD_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+
+    /// Frames larger than this many bytes are skipped and counted.
+    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    pub max_frame_bytes: usize,
+
+    /// Most children remembered; associations for new children beyond it are rejected.
+    #[arg(long, env = "SWITCHBOARD_MAX_CHILDREN", default_value_t = 1_000_000)]
+    pub max_children: usize,
+
+    /// Most distinct parents remembered.
+    #[arg(long, env = "SWITCHBOARD_MAX_PARENTS", default_value_t = 100_000)]
+    pub max_parents: usize,
+
+    /// Most distinct (source, destination) pairs of unknown children held for resolution.
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_PAIRS", default_value_t = 100_000)]
+    pub max_pending_pairs: usize,
+
+    /// Most reports kept while disconnected; the oldest is dropped beyond it.
+    #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_REPORTS", default_value_t = 60)]
+    pub max_queued_reports: usize,
+
+    /// First reconnect delay (doubles per failure, with jitter).
+    #[arg(long, env = "SWITCHBOARD_BACKOFF_MIN", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub backoff_min: Duration,
+
+    /// Longest reconnect delay.
+    #[arg(long, env = "SWITCHBOARD_BACKOFF_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub backoff_max: Duration,
+
+    /// Reconnect when nothing (not even a pong to our pings, sent every third of this)
+    /// arrives for this long.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Give up a connection attempt (TCP + websocket handshake) after this long.
+    #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+impl Args {
+    /// Default flags (and `SWITCHBOARD_*` variables) pointed at `server`.
+    ///
+    /// # Errors
+    /// An environment variable holds an invalid value.
+    pub fn for_server(server: impl Into<String>) -> Result<Self> {
+        let mut args: Self = defaults("aggregator")?;
+        args.server = server.into();
+        Ok(args)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_children: self.max_children,
+            max_parents: self.max_parents,
+            max_pending: self.max_pending_pairs,
+        }
+    }
+
+    fn ws_config(&self) -> WebSocketConfig {
+        // tungstenite's own cap only guards memory; frames between our limit and this one are
+        // read and skipped, larger ones cost the connection (and we reconnect).
+        let hard = self.max_frame_bytes.saturating_mul(4).max(16 << 20);
+        WebSocketConfig::default().max_message_size(Some(hard)).max_frame_size(Some(hard))
+    }
+}
+
+/// A flag struct as clap fills it with no flags given (defaults and `SWITCHBOARD_*` vars).
+pub(crate) fn defaults<A: clap::Args + clap::FromArgMatches>(name: &'static str) -> Result<A> {
+    let matches = A::augment_args(clap::Command::new(name))
+        .try_get_matches_from([name])
+        .map_err(|e| Error::Config(e.to_string()))?;
+    A::from_arg_matches(&matches).map_err(|e| Error::Config(e.to_string()))
+}
+
+/// Runs the aggregator until `ctx.shutdown`, then flushes the open window.
+pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<()> {
+    if args.interval < Duration::from_millis(10) {
+        return Err(Error::Config(format!("--interval {:?} is below 10ms", args.interval)));
+    }
+    // Validate the URL once, up front: a typo is a startup error, not an endless retry.
+    args.server
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Error::Config(format!("--server {}: {e}", args.server)))?;
+
+    let outbox = Arc::new(Outbox::new(args.max_queued_reports));
+    let schedule = Schedule::new(args.interval, clock);
+    let mut intake = Intake::new(args.limits(), schedule, outbox.clone(), args.max_frame_bytes);
+    let mut backoff = Backoff::new(args.backoff_min, args.backoff_max);
+    ctx.health.register("aggregator");
+    let connected = metrics::gauge!("aggregator_connected");
+
+    loop {
+        let attempt = tokio::time::timeout(
+            args.connect_timeout,
+            tokio_tungstenite::connect_async_with_config(
+                args.server.as_str(),
+                Some(args.ws_config()),
+                true,
+            ),
+        );
+        let outcome = tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            r = ticking(&mut intake, attempt) => r,
+        };
+        let wait = match outcome {
+            Ok(Ok((ws, _))) => {
+                tracing::info!(server = %args.server, queued = outbox.len(), "connected");
+                metrics::counter!("aggregator_connections_total").increment(1);
+                connected.set(1.0);
+                ctx.health.set_ready("aggregator", true);
+                backoff.reset();
+                let end = session::run(ws, &mut intake, &ctx.shutdown, args.idle_timeout).await;
+                connected.set(0.0);
+                ctx.health.set_ready("aggregator", false);
+                match end {
+                    End::Shutdown => return Ok(()),
+                    End::Lost(why) => {
+                        let wait = backoff.next_delay();
+                        tracing::warn!(reason = %why, retry_in = ?wait, "connection lost");
+                        wait
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(server = %args.server, error = %e, retry_in = ?wait, "connect failed");
+                wait
+            }
+            Err(_) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(server = %args.server, timeout = ?args.connect_timeout, retry_in = ?wait, "connect timed out");
+                wait
+            }
+        };
+        metrics::counter!("aggregator_reconnects_total").increment(1);
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            () = ticking(&mut intake, tokio::time::sleep(wait)) => {}
+        }
+    }
+    // Shutdown while disconnected: the open window still becomes a report, but there is no
+    // socket to send it on.
+    intake.close_now();
+    tracing::warn!(unsent = outbox.len(), "shut down while disconnected; queued reports are lost");
+    Ok(())
+}
+
+/// Awaits `fut` while closing windows on time.
+async fn ticking<F: std::future::Future>(intake: &mut Intake, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    loop {
+        let boundary = Instant::now() + intake.until_due();
+        tokio::select! {
+            out = &mut fut => return out,
+            () = tokio::time::sleep_until(boundary) => intake.close_if_due(),
+        }
+    }
+}

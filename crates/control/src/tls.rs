@@ -1,0 +1,86 @@
+//! Optional TLS for the console ↔ agent stream: the console presents a certificate, agents
+//! verify it against a CA; with a client CA on the console, agents must present certificates
+//! too (mutual TLS). Without these flags the stream is plaintext and only the token protects
+//! it — fine on loopback or inside a private network, not across untrusted ones.
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::{Error, Result};
+
+/// Console TLS flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerTls {
+    /// PEM certificate (chain) the console presents; enables TLS (needs --tls-key).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA that must have signed every agent's client certificate (mutual TLS).
+    #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Agent TLS flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgentTls {
+    /// PEM CA that signed the console's certificate; enables TLS (dial an `https://` URL).
+    #[arg(long, env = "SWITCHBOARD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (needs --tls-key and --tls-ca).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Name the console's certificate must carry (default: the host of --server).
+    #[arg(long, env = "SWITCHBOARD_TLS_DOMAIN", requires = "tls_ca")]
+    pub tls_domain: Option<String>,
+}
+
+impl ServerTls {
+    /// The console's TLS configuration, if enabled.
+    ///
+    /// # Errors
+    /// A file cannot be read.
+    pub(crate) async fn load(&self) -> Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(cert).await?, read(key).await?));
+        if let Some(ca) = &self.tls_client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read(ca).await?));
+        }
+        Ok(Some(config))
+    }
+}
+
+impl AgentTls {
+    /// The agent's TLS configuration, if enabled.
+    ///
+    /// # Errors
+    /// A file cannot be read.
+    pub(crate) async fn load(&self) -> Result<Option<ClientTlsConfig>> {
+        let Some(ca) = &self.tls_ca else { return Ok(None) };
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca).await?));
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config = config.identity(Identity::from_pem(read(cert).await?, read(key).await?));
+        }
+        if let Some(domain) = &self.tls_domain {
+            config = config.domain_name(domain.clone());
+        }
+        Ok(Some(config))
+    }
+}
+
+async fn read(path: &Path) -> Result<Vec<u8>> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))
+}

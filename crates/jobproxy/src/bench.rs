@@ -1,0 +1,249 @@
+//! `switchboard bench jobproxy`: how close the proxy gets to the job server's own limit.
+//!
+//! 1. Reference, same run: one job straight to the simulator with `wait:true` (the limit).
+//! 2. The jobclient's burst: 50 held jobs on one account through the proxy, a few rounds.
+//! 3. 10,000 requests held at once (job time raised so all are held together), over 100
+//!    accounts: added latency over the job time (p50/p99), resident memory per held request,
+//!    and whether anything leaked (held gauge back to 0, file descriptors back to baseline).
+//!
+//! The proxy runs as a child process (this binary) so `/proc` shows its memory alone; the
+//! simulator and the load generator run in this process.
+use std::time::{Duration, Instant};
+
+use switchboard_core::{CancellationToken, Ctx};
+
+use crate::jobserver::{JobServer, JobServerArgs};
+use crate::{Error, Result, jobclient};
+
+mod child;
+mod load;
+
+use child::ProxyProcess;
+
+/// `switchboard bench jobproxy` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Jobs per burst (the jobclient sends 50).
+    #[arg(long, env = "SWITCHBOARD_JOBS", default_value_t = 50)]
+    pub jobs: usize,
+
+    /// Bursts to run; the best and the median are reported.
+    #[arg(long, env = "SWITCHBOARD_ROUNDS", default_value_t = 3)]
+    pub rounds: usize,
+
+    /// Job time of the simulator during the bursts.
+    #[arg(long, env = "SWITCHBOARD_JOB_TIME", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub job_time: Duration,
+
+    /// Requests held at once in the second phase.
+    #[arg(long, env = "SWITCHBOARD_HELD", default_value_t = 10_000)]
+    pub held: usize,
+
+    /// Accounts the held requests are spread over.
+    #[arg(long, env = "SWITCHBOARD_ACCOUNTS", default_value_t = 100)]
+    pub accounts: usize,
+
+    /// Job time during the held phase: long enough for every request to be held at once.
+    #[arg(long, env = "SWITCHBOARD_HOLD", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
+
+    /// Client connections being set up at once (keeps the listen backlog from overflowing).
+    #[arg(long, env = "SWITCHBOARD_CONNECTING", default_value_t = 256)]
+    pub connecting: usize,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    reference: Duration,
+    bursts: Vec<Duration>,
+    burst_failures: usize,
+    peak_held: u64,
+    added_p50: Duration,
+    added_p99: Duration,
+    added_max: Duration,
+    held_failures: usize,
+    first_failure: Option<String>,
+    rss_base: u64,
+    rss_peak: u64,
+    rss_max: u64,
+    fds_before: usize,
+    fds_after: usize,
+    held_after: u64,
+}
+
+/// Runs the benchmark and prints the table and the JSON line.
+///
+/// # Errors
+/// A component cannot start or a phase cannot be measured.
+pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
+    let sim_ctx = ctx.child();
+    let server = JobServer::start(JobServerArgs::loopback(args.job_time), &sim_ctx).await?;
+    let proxy =
+        ProxyProcess::spawn(&format!("http://{}", server.addr()), args.held + 1_000).await?;
+    tracing::info!(pid = proxy.pid(), "proxy under test started");
+    let result = tokio::select! {
+        r = measure(&args, &server, &proxy) => r,
+        () = ctx.shutdown.cancelled() => Err(Error::Bench("interrupted".into())),
+    };
+    proxy.stop().await;
+    sim_ctx.shutdown.cancel();
+    let report = result?;
+    print(&args, &report);
+    Ok(())
+}
+
+async fn measure(args: &BenchArgs, server: &JobServer, proxy: &ProxyProcess) -> Result<Report> {
+    let mut r = Report { reference: reference(server).await?, ..Report::default() };
+    let url = format!("http://{}/", proxy.addr);
+    for _ in 0..args.rounds.max(1) {
+        let round =
+            jobclient::fire(&url, "burst", args.jobs, Duration::from_secs(5), || {}).await?;
+        r.burst_failures += round.jobs - round.succeeded;
+        r.bursts.push(round.total);
+    }
+    r.bursts.sort();
+
+    server.set_job_time(args.hold);
+    r.rss_base = proxy.rss().await?;
+    r.fds_before = proxy.fds().await?;
+    let done = CancellationToken::new();
+    let load = async {
+        let out = load::hold(proxy.addr, args.held, args.accounts, args.connecting).await;
+        done.cancel();
+        out
+    };
+    // RSS is read while the held count is at its peak (every request held, none answered
+    // yet): that is the memory held requests cost. The maximum over the run is kept too; it
+    // also has the allocator's not-yet-returned pages from the start and callback bursts.
+    let sample = async {
+        let (mut held, mut at_peak, mut max) = (0, 0, 0);
+        while !done.is_cancelled() {
+            let (h, rss) = (proxy.held().await?, proxy.rss().await?);
+            if h > held {
+                (held, at_peak) = (h, rss);
+            } else if h == held {
+                at_peak = at_peak.max(rss);
+            }
+            max = max.max(rss);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = done.cancelled() => {}
+            }
+        }
+        Ok::<_, Error>((held, at_peak, max))
+    };
+    let (mut outcome, sampled) = tokio::join!(load, sample);
+    (r.peak_held, r.rss_peak, r.rss_max) = sampled?;
+    outcome.latencies.sort();
+    let added: Vec<Duration> =
+        outcome.latencies.iter().map(|l| l.saturating_sub(args.hold)).collect();
+    r.added_p50 = load::quantile(&added, 0.5);
+    r.added_p99 = load::quantile(&added, 0.99);
+    r.added_max = added.last().copied().unwrap_or_default();
+    r.held_failures = outcome.failures;
+    r.first_failure = outcome.first_failure;
+
+    // Leak check: the gauge must return to 0 and the sockets must be closed again (idle
+    // upstream links close after their idle time, so allow a few seconds).
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        r.held_after = proxy.held().await?;
+        r.fds_after = proxy.fds().await?;
+        if (r.held_after == 0 && r.fds_after <= r.fds_before) || Instant::now() > end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(r)
+}
+
+/// One job straight to the simulator, synchronously: the job server's own limit.
+async fn reference(server: &JobServer) -> Result<Duration> {
+    let client = reqwest::Client::new();
+    let began = Instant::now();
+    let res = client
+        .post(format!("http://{}/start", server.addr()))
+        .header(reqwest::header::CONNECTION, "close")
+        .json(&serde_json::json!({ "account": "reference", "wait": true }))
+        .send()
+        .await?;
+    let status = res.status();
+    res.bytes().await?;
+    if !status.is_success() {
+        return Err(Error::Bench(format!("reference job failed: HTTP {status}")));
+    }
+    Ok(began.elapsed())
+}
+
+fn print(args: &BenchArgs, r: &Report) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let best = r.bursts.first().copied().unwrap_or_default();
+    let median = r.bursts.get(r.bursts.len() / 2).copied().unwrap_or_default();
+    let per_held = r.rss_peak.saturating_sub(r.rss_base).checked_div(r.peak_held).unwrap_or(0);
+    let leaked = r.held_after != 0 || r.fds_after > r.fds_before;
+    println!("jobproxy benchmark (proxy in its own process; simulator and load in this one)");
+    println!("{:<48} {:>12}", "phase", "result");
+    println!("{:<48} {:>10.1} ms", "reference: 1 job straight to the job server", ms(r.reference));
+    println!(
+        "{:<48} {:>10.1} ms",
+        format!("{} jobs via the proxy, best of {}", args.jobs, r.bursts.len()),
+        ms(best)
+    );
+    println!("{:<48} {:>10.1} ms", format!("{} jobs via the proxy, median", args.jobs), ms(median));
+    println!("{:<48} {:>12}", "  failed jobs in the bursts", r.burst_failures);
+    println!(
+        "{:<48} {:>10.1} ms",
+        format!("  same jobs on one sync connection (n × ref)"),
+        ms(r.reference) * args.jobs as f64
+    );
+    println!(
+        "{:<48} {:>12}",
+        format!("held at once (asked {}, {} accounts)", args.held, args.accounts),
+        r.peak_held
+    );
+    println!("{:<48} {:>10.1} ms", "  added latency over the job time, p50", ms(r.added_p50));
+    println!("{:<48} {:>10.1} ms", "  added latency over the job time, p99", ms(r.added_p99));
+    println!("{:<48} {:>10.1} ms", "  added latency over the job time, max", ms(r.added_max));
+    println!("{:<48} {:>12}", "  failed held requests", r.held_failures);
+    println!(
+        "{:<48} {:>6.1} → {:.1} MiB",
+        "  proxy RSS, baseline → all held",
+        mib(r.rss_base),
+        mib(r.rss_peak)
+    );
+    println!("{:<48} {:>8.1} MiB", "  proxy RSS, maximum over the phase", mib(r.rss_max));
+    println!("{:<48} {:>9} B", "  RSS per held request (target < 16 KiB)", per_held);
+    println!("{:<48} {:>5} → {}", "  proxy fds, before → after", r.fds_before, r.fds_after);
+    println!(
+        "{:<48} {:>12}",
+        "  leaked (held gauge ≠ 0 or fds above baseline)",
+        if leaked { "YES" } else { "no" }
+    );
+    if let Some(why) = &r.first_failure {
+        println!("first failure: {why}");
+    }
+    let json = serde_json::json!({
+        "bench": "jobproxy",
+        "reference_job_ms": ms(r.reference),
+        "jobs": args.jobs,
+        "burst_best_ms": ms(best),
+        "burst_median_ms": ms(median),
+        "burst_failures": r.burst_failures,
+        "held_asked": args.held,
+        "held_peak": r.peak_held,
+        "accounts": args.accounts,
+        "added_p50_ms": ms(r.added_p50),
+        "added_p99_ms": ms(r.added_p99),
+        "added_max_ms": ms(r.added_max),
+        "held_failures": r.held_failures,
+        "rss_base_bytes": r.rss_base,
+        "rss_peak_bytes": r.rss_peak,
+        "rss_max_bytes": r.rss_max,
+        "rss_per_held_bytes": per_held,
+        "fds_before": r.fds_before,
+        "fds_after": r.fds_after,
+        "leaked": leaked,
+    });
+    println!("{json}");
+}

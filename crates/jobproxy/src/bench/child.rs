@@ -1,0 +1,99 @@
+//! The proxy under test runs as its own process (this binary, `jobproxy` role), so its memory
+//! and file descriptors can be read from `/proc` without the load generator's mixed in.
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::{Error, Result};
+
+/// A proxy child process.
+pub(crate) struct ProxyProcess {
+    child: Child,
+    pid: u32,
+    /// Where clients reach it.
+    pub addr: std::net::SocketAddr,
+    admin: String,
+    http: reqwest::Client,
+}
+
+impl ProxyProcess {
+    /// Starts `switchboard jobproxy` in front of `upstream` and waits until it is ready.
+    pub async fn spawn(upstream: &str, max_held: usize) -> Result<Self> {
+        let exe = std::env::current_exe()?;
+        let addr = free_addr()?;
+        let admin = free_addr()?;
+        let child = Command::new(exe)
+            .args(["jobproxy", "--upstream", upstream, "--deadline", "120s"])
+            .args(["--listen", &addr.to_string(), "--admin-addr", &admin.to_string()])
+            .args(["--max-held", &max_held.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().ok_or_else(|| Error::Bench("proxy exited at once".into()))?;
+        let proxy = Self {
+            child,
+            pid,
+            addr,
+            admin: format!("http://{admin}"),
+            http: reqwest::Client::new(),
+        };
+        let ready = format!("{}/readyz", proxy.admin);
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if proxy.http.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(proxy);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(Error::Bench("the proxy did not become ready within 20 s".into()))
+    }
+
+    /// The proxy's own count of held requests (its `jobproxy_held_requests` gauge).
+    pub async fn held(&self) -> Result<u64> {
+        let text = self.http.get(format!("{}/metrics", self.admin)).send().await?.text().await?;
+        let value = text.lines().find_map(|l| l.strip_prefix("jobproxy_held_requests "));
+        // Absent until the first request registered; a gauge prints as a float.
+        Ok(value.and_then(|v| v.trim().parse::<f64>().ok()).map_or(0, |v| v as u64))
+    }
+
+    /// Resident set size in bytes.
+    pub async fn rss(&self) -> Result<u64> {
+        let status = tokio::fs::read_to_string(format!("/proc/{}/status", self.pid)).await?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| Error::Bench("no VmRSS in /proc status".into()))
+    }
+
+    /// Open file descriptors (sockets included).
+    pub async fn fds(&self) -> Result<usize> {
+        let mut dir = tokio::fs::read_dir(format!("/proc/{}/fd", self.pid)).await?;
+        let mut n = 0;
+        while dir.next_entry().await?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Kills the child and reaps it.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// A loopback address that was free a moment ago.
+fn free_addr() -> Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}

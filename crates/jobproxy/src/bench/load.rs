@@ -1,0 +1,110 @@
+//! The load of the held-requests phase: N synchronous jobs, each on its own client
+//! connection (a held HTTP/1.1 request occupies its connection), all open at once.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http::header::{CONTENT_TYPE, HOST};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::job::ReportHead;
+
+/// What the load saw.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Request-to-answer time of every successful job.
+    pub latencies: Vec<Duration>,
+    /// Jobs that did not come back completed.
+    pub failures: usize,
+    /// Why the first failure failed.
+    pub first_failure: Option<String>,
+}
+
+/// Sends `n` held jobs spread over `accounts` accounts, at most `connecting` connections being
+/// set up at a time (so the listen backlog is not overrun), and waits for all of them.
+pub(crate) async fn hold(
+    addr: SocketAddr,
+    n: usize,
+    accounts: usize,
+    connecting: usize,
+) -> Outcome {
+    let gate = Arc::new(Semaphore::new(connecting.max(1)));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let account = format!("bench-{}", i % accounts.max(1));
+        set.spawn(one(addr, account, Arc::clone(&gate)));
+    }
+    let mut out = Outcome::default();
+    while let Some(joined) = set.join_next().await {
+        match joined.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(latency) => out.latencies.push(latency),
+            Err(why) => {
+                out.failures += 1;
+                out.first_failure.get_or_insert(why);
+            }
+        }
+    }
+    out
+}
+
+async fn one(addr: SocketAddr, account: String, gate: Arc<Semaphore>) -> Result<Duration, String> {
+    let permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // Ends when `sender` is dropped at the end of this request.
+    tokio::spawn(connection);
+    drop(permit);
+    let body = serde_json::json!({ "account": account, "wait": true }).to_string();
+    let request = Request::post("/")
+        .header(HOST, addr.to_string())
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let began = Instant::now();
+    let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
+    let latency = began.elapsed();
+    let body = body.to_bytes();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    match ReportHead::parse(&body) {
+        Ok(r) if r.is_completed() => Ok(latency),
+        Ok(r) => Err(format!("job {} ended {:?}", r.id, r.state)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted `values`.
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_from_the_sorted_values() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(51));
+        assert_eq!(quantile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(quantile(&v, 1.0), Duration::from_millis(100));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+}

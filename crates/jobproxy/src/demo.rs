@@ -1,0 +1,42 @@
+//! The jobproxy part of `switchboard demo`: a job-server simulator and a proxy in front of it,
+//! both on ephemeral loopback ports, stopping with the demo.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard_core::{Ctx, Endpoint};
+
+use crate::jobserver::{JobServer, JobServerArgs};
+use crate::{Args, Result, proxy};
+
+/// Starts the simulator and the proxy; returns their endpoints.
+///
+/// # Errors
+/// A component fails to start.
+pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
+    let server = JobServer::start(JobServerArgs::loopback(Duration::from_millis(500)), ctx).await?;
+    let proxy = proxy::start(
+        Args {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream: format!("http://{}", server.addr()),
+            public_url: None,
+            deadline: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(5),
+            max_held: 20_000,
+            account_queue: 4_096,
+            upstream_idle: Duration::from_secs(2),
+            max_body: 65_536,
+        },
+        ctx,
+    )
+    .await?;
+    let url = format!("http://{}", proxy.addr);
+    Ok(vec![
+        Endpoint::new(
+            "jobproxy",
+            "job server simulator",
+            format!("http://{}/start", server.addr()),
+        ),
+        Endpoint::new("jobproxy", "proxy (POST {\"account\",\"wait\":true})", url.clone()),
+        Endpoint::new("jobproxy", "try it", format!("switchboard jobclient --url {url}")),
+    ])
+}

@@ -1,0 +1,288 @@
+//! The proxy role: accepts synchronous `{"account","wait":true}` requests on `/` and `/start`,
+//! starts the job upstream with `wait:false` and a callback URL naming a fresh [`Token`], holds
+//! the client until the callback arrives and answers with the callback body byte for byte.
+//! `wait:false` requests pass straight through (over the same per-account connection).
+//!
+//! Shutdown: new starts get 503 at once, but the listener keeps accepting until every held
+//! request has ended, so callbacks for jobs already started can still land.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderValue;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use switchboard_core::Ctx;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
+
+use crate::failure::Failure;
+use crate::job::{ReportHead, StartRequest};
+use crate::upstream::{Answer, LinkConfig, Target, Upstream};
+use crate::waiter::Waiters;
+use crate::{Error, Result, callback};
+
+/// `switchboard jobproxy` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to serve clients and callbacks on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Base URL of the job server (`http://host:port`); `/start` is appended unless present.
+    #[arg(long, env = "SWITCHBOARD_UPSTREAM", value_parser = checked_upstream)]
+    pub upstream: String,
+
+    /// URL the job server uses to reach this proxy; callbacks go to
+    /// `<public-url>/callback/<token>`. Default: `http://<listen address>`.
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL", value_parser = checked_public_url)]
+    pub public_url: Option<String>,
+
+    /// How long a held request may wait for its job (start included) before a 504.
+    #[arg(long, env = "SWITCHBOARD_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+
+    /// How long one start exchange with the job server may take before a 504.
+    #[arg(long, env = "SWITCHBOARD_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Most requests in flight at once (held or passing through); further ones get 503.
+    #[arg(long, env = "SWITCHBOARD_MAX_HELD", default_value_t = 20_000)]
+    pub max_held: usize,
+
+    /// Starts queued per account (each account has one upstream connection) before 503.
+    #[arg(long, env = "SWITCHBOARD_ACCOUNT_QUEUE", default_value_t = 4_096)]
+    pub account_queue: usize,
+
+    /// Close an account's upstream connection after this idle time, so other clients of the
+    /// same account get their turn at the job server.
+    #[arg(long, env = "SWITCHBOARD_UPSTREAM_IDLE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub upstream_idle: Duration,
+
+    /// Largest request, callback or upstream response body, in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY", default_value_t = 65_536)]
+    pub max_body: usize,
+}
+
+/// Shared state of one proxy.
+pub(crate) struct Proxy {
+    pub waiters: Arc<Waiters>,
+    upstream: Arc<Upstream>,
+    public_url: String,
+    deadline: Duration,
+    held_limit: Semaphore,
+    shutdown: CancellationToken,
+}
+
+/// A running proxy.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    waiters: Arc<Waiters>,
+}
+
+impl ProxyHandle {
+    /// Requests held right now (what the `jobproxy_held_requests` gauge shows).
+    pub fn held(&self) -> usize {
+        self.waiters.held()
+    }
+}
+
+/// Binds the proxy and serves it on `ctx` until `ctx.shutdown` (then drains held requests).
+///
+/// # Errors
+/// Invalid flags, or the address cannot be bound.
+pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
+    let target = Target::parse(&args.upstream)?;
+    if args.max_held == 0 || args.account_queue == 0 {
+        return Err(Error::Config("--max-held and --account-queue must be positive".into()));
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| Error::Bind { addr: args.listen, source })?;
+    let addr = listener.local_addr()?;
+    let public_url = public_url(args.public_url.as_deref(), addr)?;
+    let shutdown = ctx.shutdown.clone();
+    let config = LinkConfig {
+        queue: args.account_queue,
+        idle: args.upstream_idle,
+        timeout: args.upstream_timeout,
+        max_body: args.max_body,
+    };
+    let proxy = Arc::new(Proxy {
+        waiters: Arc::new(Waiters::default()),
+        upstream: Upstream::new(target, config, ctx.tasks.clone(), shutdown.clone()),
+        public_url,
+        deadline: args.deadline,
+        held_limit: Semaphore::new(args.max_held),
+        shutdown: shutdown.clone(),
+    });
+    let app = router(Arc::clone(&proxy), args.max_body);
+    let waiters = Arc::clone(&proxy.waiters);
+    ctx.spawn(async move {
+        let drained = async move {
+            shutdown.cancelled().await;
+            tracing::info!(held = waiters.held(), "jobproxy draining held requests");
+            waiters.idle().await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(drained).await {
+            tracing::error!(error = %e, "jobproxy server failed");
+        }
+    });
+    ctx.health.set_ready("jobproxy", true);
+    tracing::info!(%addr, upstream = %args.upstream, public_url = %proxy.public_url, "jobproxy listening");
+    Ok(ProxyHandle { addr, waiters: Arc::clone(&proxy.waiters) })
+}
+
+/// Rejects a bad `--upstream` while parsing flags (so the binary exits 64).
+fn checked_upstream(url: &str) -> Result<String, String> {
+    Target::parse(url).map(|_| url.to_owned()).map_err(|e| e.to_string())
+}
+
+/// Rejects a bad `--public-url` while parsing flags (so the binary exits 64).
+fn checked_public_url(url: &str) -> Result<String, String> {
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    public_url(Some(url), unspecified).map_err(|e| e.to_string())
+}
+
+fn public_url(given: Option<&str>, addr: SocketAddr) -> Result<String> {
+    let url = match given {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        // A wildcard address is not reachable as such; loopback is the only safe guess.
+        None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
+        None => format!("http://{addr}"),
+    };
+    match url.parse::<http::Uri>() {
+        Ok(u) if u.scheme().is_some() && u.authority().is_some() => Ok(url),
+        _ => Err(Error::Config(format!("--public-url {url:?} is not an absolute URL"))),
+    }
+}
+
+/// The proxy's routes: starts on `/` and `/start`, callbacks on `/callback/{token}`.
+pub(crate) fn router(proxy: Arc<Proxy>, max_body: usize) -> Router {
+    Router::new()
+        .route("/", post(start_job))
+        .route("/start", post(start_job))
+        .route("/callback/{token}", post(callback::receive))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(proxy)
+}
+
+async fn start_job(State(proxy): State<Arc<Proxy>>, body: Bytes) -> Result<Response, Failure> {
+    let watch = ClientWatch::armed();
+    let span = tracing::info_span!("jobproxy.start", account = Empty, token = Empty, job = Empty);
+    let result = proxy.start_job(body).instrument(span).await;
+    watch.disarm();
+    result
+}
+
+impl Proxy {
+    async fn start_job(&self, body: Bytes) -> Result<Response, Failure> {
+        if self.shutdown.is_cancelled() {
+            return Err(Failure::Draining);
+        }
+        let request = StartRequest::parse(&body).map_err(Failure::BadRequest)?;
+        Span::current().record("account", request.account.as_str());
+        // Passthroughs count too: each one may open an account link upstream.
+        let _permit = self.held_limit.try_acquire().map_err(|_| {
+            metrics::counter!("jobproxy_shed_total", "bound" => "max_held").increment(1);
+            Failure::Shed("max_held")
+        })?;
+        if !request.wait {
+            let answer = self.upstream.start(&request.account, body).await?;
+            count("passthrough");
+            return Ok(passthrough(answer));
+        }
+        // Bytes may share the connection's read buffer: do not keep it alive while held.
+        drop(body);
+        let began = Instant::now();
+        let deadline = tokio::time::Instant::from_std(began + self.deadline);
+        let (hold, report) = self.waiters.hold();
+        Span::current().record("token", tracing::field::display(hold.token()));
+        let account = request.account.clone();
+        let upstream_body =
+            request.into_async(&format!("{}/callback/{}", self.public_url, hold.token()));
+        let started =
+            tokio::time::timeout_at(deadline, self.upstream.start(&account, upstream_body))
+                .await
+                .map_err(|_| Failure::CallbackTimeout(self.deadline))??;
+        drop(account);
+        let head = accepted(&started)?;
+        Span::current().record("job", head.id.as_str());
+        if head.state == "completed" || head.state == "failed" {
+            // The job server finished at once (it ignored wait:false): that is the report.
+            count("ok");
+            return Ok(report_response(started.body));
+        }
+        drop(started);
+        if let Some(parked) = self.waiters.started(hold.token(), &head.id) {
+            parked.count();
+        }
+        let body = match tokio::time::timeout_at(deadline, report).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => return Err(Failure::Upstream("the held request was dropped".into())),
+            Err(_) => return Err(Failure::CallbackTimeout(self.deadline)),
+        };
+        metrics::histogram!("jobproxy_held_seconds").record(began.elapsed().as_secs_f64());
+        count("ok");
+        Ok(report_response(body))
+    }
+}
+
+/// Checks the job server's answer to an asynchronous start.
+fn accepted(answer: &Answer) -> Result<ReportHead, Failure> {
+    if !answer.status.is_success() {
+        let snippet = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]);
+        return Err(Failure::Upstream(format!("job server answered {}: {snippet}", answer.status)));
+    }
+    ReportHead::parse(&answer.body).map_err(|e| Failure::Upstream(format!("start response {e}")))
+}
+
+fn report_response(body: Bytes) -> Response {
+    ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+fn passthrough(answer: Answer) -> Response {
+    let mut res = (answer.status, answer.body).into_response();
+    if let Some(ct) = answer.content_type {
+        res.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    res
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!("jobproxy_requests_total", "outcome" => outcome).increment(1);
+}
+
+/// Counts requests whose client went away: hyper drops the handler future when the client's
+/// connection closes, so reaching `Drop` while armed means nobody is waiting any more.
+struct ClientWatch {
+    armed: bool,
+}
+
+impl ClientWatch {
+    fn armed() -> Self {
+        Self { armed: true }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ClientWatch {
+    fn drop(&mut self) {
+        if self.armed {
+            count("client_gone");
+            tracing::debug!("client went away; its held request was dropped");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! End-to-end tests of the aggregator on the real binary: `switchboard sim wsserver` checks
+//! every report against its own ground truth, `switchboard aggregator` is the system under
+//! test. Windows are 1 s (or 1 h where a window must stay open), so nothing waits a minute.
+use std::process::Stdio;
+use std::time::Duration;
+
+use switchboard_testkit::free_port;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+const DEADLINE: Duration = Duration::from_secs(40);
+
+fn switchboard(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchboard")
+}
+
+/// A wsserver on a free port; returns the process and the aggregator's `--server` URL.
+fn wsserver(port: u16, extra: &[&str]) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["sim", "wsserver", "--listen", &listen, "--interval", "1s"];
+    args.extend_from_slice(extra);
+    switchboard(&args)
+}
+
+fn aggregator(port: u16, admin: u16, interval: &str) -> Child {
+    let server = format!("ws://127.0.0.1:{port}/ws");
+    let admin = format!("127.0.0.1:{admin}");
+    switchboard(&[
+        "aggregator",
+        "--server",
+        &server,
+        "--interval",
+        interval,
+        "--admin-addr",
+        &admin,
+        "--backoff-min",
+        "50ms",
+        "--backoff-max",
+        "300ms",
+    ])
+}
+
+/// Waits for the simulator to finish; returns its exit success and its summary line.
+async fn finish(child: Child) -> (bool, String) {
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("wsserver did not finish in time")
+        .expect("wait for wsserver");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of `name` (summed over labels) on the aggregator's `/metrics`, if it answers.
+async fn metric(admin: u16, name: &str) -> Option<f64> {
+    let body =
+        reqwest::get(format!("http://127.0.0.1:{admin}/metrics")).await.ok()?.text().await.ok()?;
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Polls `metric` until `ok` holds or the deadline passes.
+async fn wait_metric(admin: u16, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = metric(admin, name).await
+            && ok(v)
+        {
+            return v;
+        }
+        assert!(Instant::now() < until, "{name} never reached the expected value");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn summary_field(summary: &str, key: &str) -> u64 {
+    let line = summary.lines().find(|l| l.starts_with("wsserver:")).expect("summary line");
+    let word = line.split(' ').find_map(|w| w.strip_prefix(&format!("{key}="))).expect(key);
+    word.parse().expect("number")
+}
+
+async fn terminate(mut child: Child) -> bool {
+    let pid = child.id().expect("running").to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill -TERM");
+    tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exit in time")
+        .expect("wait")
+        .success()
+}
+
+#[tokio::test]
+async fn exact_counts_across_updates_restarts_and_bad_frames() {
+    let (port, admin) = (free_port(), free_port());
+    let sim = wsserver(
+        port,
+        &[
+            "--rate",
+            "3000",
+            "--update-every",
+            "250ms",
+            "--pad",
+            "--children-key",
+            "--unknown-ratio",
+            "0.02",
+            "--malformed-every",
+            "400",
+            "--oversized-every",
+            "2500",
+            "--drop-every",
+            "1300ms",
+            "--expect-reports",
+            "5",
+        ],
+    );
+    let agg = aggregator(port, admin, "1s");
+    let (ok, out) = finish(sim).await;
+    assert!(ok, "wsserver reported mismatches:\n{out}");
+    assert_eq!(summary_field(&out, "checked"), 5, "{out}");
+    assert_eq!(summary_field(&out, "mismatches"), 0, "{out}");
+
+    let malformed = metric(admin, "aggregator_frames_malformed_total").await.unwrap_or(0.0);
+    assert!(malformed > 0.0, "malformed frames were sent but none counted");
+    let reconnects = metric(admin, "aggregator_connections_total").await.unwrap_or(0.0);
+    assert!(reconnects >= 2.0, "the simulated restarts did not force a reconnect");
+    assert!(terminate(agg).await, "aggregator did not exit cleanly");
+}
+
+#[tokio::test]
+async fn report_due_while_disconnected_is_sent_after_the_server_comes_back() {
+    let (port, admin) = (free_port(), free_port());
+    let mut first = wsserver(port, &["--rate", "500"]);
+    let agg = aggregator(port, admin, "1s");
+    wait_metric(admin, "aggregator_reports_sent_total", |v| v >= 1.0).await;
+
+    // Kill the server for real; the next window closes while the client is disconnected.
+    first.kill().await.expect("kill -9 wsserver");
+    wait_metric(admin, "aggregator_outbox_reports", |v| v >= 1.0).await;
+
+    let second = wsserver(port, &["--rate", "500", "--skip-first-window", "--expect-reports", "2"]);
+    let (ok, out) = finish(second).await;
+    assert!(ok, "{out}");
+    assert_eq!(summary_field(&out, "checked"), 2, "{out}");
+    assert!(summary_field(&out, "unattributed") >= 1, "the queued report never arrived: {out}");
+    assert!(terminate(agg).await);
+}
+
+#[tokio::test]
+async fn shutdown_flushes_the_open_window() {
+    let (port, admin) = (free_port(), free_port());
+    // One-hour windows: the report can only come from the shutdown flush.
+    let sim = switchboard(&[
+        "sim",
+        "wsserver",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--interval",
+        "1h",
+        "--rate",
+        "2000",
+        "--max-messages",
+        "700",
+        "--update-every",
+        "100ms",
+        "--expect-reports",
+        "1",
+    ]);
+    let agg = aggregator(port, admin, "1h");
+    wait_metric(admin, "aggregator_messages_total", |v| v >= 700.0).await;
+    assert!(terminate(agg).await, "aggregator did not exit cleanly");
+    let (ok, out) = finish(sim).await;
+    assert!(ok, "{out}");
+    assert_eq!(summary_field(&out, "checked"), 1, "the final report did not match: {out}");
+}
+
+#[tokio::test]
+async fn bad_flags_are_a_config_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["aggregator", "--server", "not a url", "--interval", "1s"])
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["aggregator", "--interval", "soon"])
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[tokio::test]
+async fn demo_lists_the_aggregator_and_stops_cleanly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let data = std::env::temp_dir().join(format!("switchboard-agg-demo-{}", std::process::id()));
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["demo", "--data-dir", data.to_str().expect("utf-8 path")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn demo");
+    let mut lines = BufReader::new(demo.stdout.take().expect("stdout")).lines();
+    let sim_url = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.starts_with("aggregator") && line.contains("wsserver simulator") {
+                return line.rsplit(' ').next().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .expect("demo printed its table in time")
+    .expect("the table lists the aggregator's simulator");
+    assert!(sim_url.starts_with("ws://127.0.0.1:"), "{sim_url}");
+    assert!(terminate(demo).await, "demo did not exit cleanly");
+    let _ = std::fs::remove_dir_all(&data);
+}

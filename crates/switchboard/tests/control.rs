@@ -1,0 +1,353 @@
+//! End-to-end: the real `switchboard` binary as console server and as several agents, each
+//! its own process on loopback.
+use std::io::{Read as _, Write as _};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const TOKEN: &str = "e2e-shared-secret-0123456789";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A child process that is killed if the test fails before it exits.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], token: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .env("SWITCHBOARD_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        Self { child }
+    }
+
+    fn agent(url: &str, name: &str) -> Self {
+        Self::spawn(
+            &[
+                "control",
+                "agent",
+                "--server",
+                url,
+                "--name",
+                name,
+                "--backoff-min",
+                "50ms",
+                "--backoff-max",
+                "200ms",
+            ],
+            TOKEN,
+        )
+    }
+
+    fn server(listen: &str, agents: usize, script: Option<&str>) -> Self {
+        let n = agents.to_string();
+        let mut args = vec!["control", "server", "--listen", listen, "--wait-agents", &n];
+        if let Some(s) = script {
+            args.extend(["--exec", s]);
+        }
+        Self::spawn(&args, TOKEN)
+    }
+
+    /// Waits for exit (killing after `DEADLINE`); returns status, stdout, stderr.
+    fn finish(mut self) -> (ExitStatus, String, String) {
+        drop(self.child.stdin.take());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                panic!("process did not exit within {DEADLINE:?}: {}", self.read_all().1);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (out, err) = self.read_all();
+        (status, out, err)
+    }
+
+    fn read_all(&mut self) -> (String, String) {
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = s.read_to_string(&mut err);
+        }
+        (out, err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn addr() -> (String, String) {
+    let listen = format!("127.0.0.1:{}", switchboard_testkit::free_port());
+    let url = format!("http://{listen}");
+    (listen, url)
+}
+
+fn line<'a>(out: &'a str, prefix: &str) -> (usize, &'a str) {
+    out.lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{out}"))
+}
+
+fn assert_recent_unix_time(text: &str) {
+    let t: u64 = text.trim().parse().unwrap_or_else(|_| panic!("not a timestamp: {text:?}"));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert!(t.abs_diff(now) < 60, "ping returned {t}, now is {now}");
+}
+
+#[test]
+fn console_drives_several_agents_through_the_state_machine() {
+    let (listen, url) = addr();
+    // Agents start first: they retry with backoff until the console listens.
+    let agents: Vec<Proc> = ["a1", "a2", "a3"].iter().map(|n| Proc::agent(&url, n)).collect();
+    let script = r#"ping; start; @a1 ping; @a1 calculate 1.5 "slow a1"; @a1 ping; @a2 stop; @a2 ping;
+        all calculate 0.2 "quick"; wait; agents; all terminate"#;
+    let (status, out, err) = Proc::server(&listen, 3, Some(script)).finish();
+    assert!(status.success(), "server failed: {err}\n{out}");
+
+    for a in ["a1", "a2", "a3"] {
+        assert!(line(&out, &format!("[{a}] ping #")).1.contains("refused (not_ready)"), "{out}");
+        assert!(line(&out, &format!("[{a}] start #")).1.ends_with("ok, ready"), "{out}");
+        assert!(line(&out, &format!("[{a}] terminate #")).1.ends_with("ok, terminated"), "{out}");
+    }
+    // a1's ping after the slow calculation is answered long before that calculation ends.
+    let lines: Vec<&str> = out.lines().collect();
+    let (accepted, text) = line(&out, "[a1] calculate #");
+    assert!(text.ends_with("-> accepted (1 in flight)"), "{text}");
+    let id = text.split_whitespace().nth(2).unwrap();
+    let (finished, done) = line(&out, &format!("[a1] calculate {id} -> finished"));
+    assert!(done.ends_with(": slow a1"), "{done}");
+    let pong = lines[accepted + 1];
+    assert!(pong.starts_with("[a1] ping #") && accepted + 1 < finished, "{out}");
+    assert_recent_unix_time(pong.split("-> ").nth(1).unwrap());
+    let after_stop: Vec<&&str> = lines.iter().skip_while(|l| !l.starts_with("[a2] stop")).collect();
+    let a2_ping = after_stop.iter().find(|l| l.starts_with("[a2] ping")).expect("a2 pinged");
+    assert!(a2_ping.contains("refused (not_ready)"), "{out}");
+    let calc = |a: &str, text: &str| {
+        lines.iter().any(|l| l.starts_with(&format!("[{a}] calculate")) && l.contains(text))
+    };
+    assert!(calc("a2", "refused (not_ready)"), "{out}");
+    assert!(calc("a1", ": quick") && calc("a3", ": quick"), "{out}");
+    assert!(out.contains("a2                       unready"), "agents lists states: {out}");
+
+    for (name, agent) in ["a1", "a2", "a3"].iter().zip(agents) {
+        let (status, stdout, err) = agent.finish();
+        assert!(status.success(), "{name} did not exit 0 after terminate: {err}");
+        let printed: Vec<&str> = stdout.lines().collect();
+        match *name {
+            "a1" => assert_eq!(printed, ["quick", "slow a1"], "{name}"),
+            "a2" => assert!(printed.is_empty(), "a2 was unready: {printed:?}"),
+            _ => assert_eq!(printed, ["quick"], "{name}"),
+        }
+    }
+}
+
+#[test]
+fn terminate_cancels_running_calculations_and_the_agent_exits_0() {
+    let (listen, url) = addr();
+    let agent = Proc::agent(&url, "busy");
+    let script = r#"start; calculate 30 "never printed"; calculate 20 "nor this"; terminate"#;
+    let started = Instant::now();
+    let (status, out, err) = Proc::server(&listen, 1, Some(script)).finish();
+    assert!(status.success(), "{err}\n{out}");
+    let (status, stdout, err) = agent.finish();
+    assert!(status.success(), "agent exit: {status:?} {err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "terminate did not cut the work short");
+    assert!(stdout.is_empty(), "cancelled work printed: {stdout}");
+    let cancelled =
+        out.lines().filter(|l| l.contains("-> cancelled: agent is terminating")).count();
+    assert_eq!(cancelled, 2, "{out}");
+    assert!(line(&out, "[busy] terminate #").1.ends_with("ok, terminated"), "{out}");
+}
+
+#[test]
+fn agent_reconnects_to_a_restarted_console_and_keeps_its_state() {
+    let (listen, url) = addr();
+    let agent = Proc::agent(&url, "steady");
+    let (status, out, err) = Proc::server(&listen, 1, Some("start")).finish();
+    assert!(status.success() && out.contains("[steady] start #1 -> ok, ready"), "{err}\n{out}");
+    // A new console on the same address: the agent reattaches, still ready.
+    let (status, out, err) = Proc::server(&listen, 1, Some("ping; terminate")).finish();
+    assert!(status.success(), "{err}\n{out}");
+    assert_recent_unix_time(line(&out, "[steady] ping #").1.split("-> ").nth(1).unwrap());
+    assert!(agent.finish().0.success());
+}
+
+#[test]
+fn wrong_token_is_refused_and_piped_commands_work() {
+    let (listen, url) = addr();
+    // The console reads commands from its stdin, kept open until the intruder is dealt with.
+    let mut server = Proc::server(&listen, 1, None);
+    let mut stdin = server.child.stdin.take().unwrap();
+    let intruder = Proc::spawn(
+        &["control", "agent", "--server", &url, "--name", "intruder", "--backoff-max", "200ms"],
+        "not-the-token",
+    );
+    let good = Proc::agent(&url, "good");
+    let (status, _, err) = intruder.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("the server refused our credentials: missing or wrong token"), "{err}");
+    writeln!(stdin, "rm -rf /\ncalculate NaN boom\n@intruder ping\nstart; ping\nagents\nterminate")
+        .unwrap();
+    drop(stdin);
+    let (status, out, err) = server.finish();
+    assert!(status.success(), "{err}\n{out}");
+    assert!(out.contains("error: unknown command `rm`"), "{out}");
+    assert!(out.contains("error: x must be a finite number, got NaN"), "{out}");
+    assert!(
+        out.contains("[intruder] ping -> error: no agent named `intruder` is attached"),
+        "{out}"
+    );
+    assert_recent_unix_time(line(&out, "[good] ping #").1.split("-> ").nth(1).unwrap());
+    assert!(!out.contains("intruder     "), "the intruder never appears in `agents`: {out}");
+    assert!(good.finish().0.success());
+}
+
+/// Streams a child's stdout lines to the test, so it can wait for one with a deadline.
+fn stdout_lines(p: &mut Proc) -> std::sync::mpsc::Receiver<String> {
+    let out = p.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn await_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(_) => {}
+            Err(e) => panic!("no line containing {needle:?}: {e}"),
+        }
+    }
+}
+
+fn sigterm(p: &Proc) {
+    let ok = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn sigterm_drains_the_agent_and_the_console_and_both_exit_0() {
+    let (listen, url) = addr();
+    let agent = Proc::agent(&url, "drained");
+    let mut server = Proc::spawn(
+        &["control", "server", "--listen", &listen, "--wait-agents", "1", "--stay"],
+        TOKEN,
+    );
+    server.child.stdin.take().map(|mut s| writeln!(s, "start; calculate 30 \"cut short\""));
+    let lines = stdout_lines(&mut server);
+    await_line(&lines, "[drained] calculate #2 -> accepted");
+
+    sigterm(&agent);
+    let line = await_line(&lines, "[drained] calculate #2 ->");
+    assert!(line.ends_with("cancelled: agent is terminating"), "{line}");
+    let (status, stdout, err) = agent.finish();
+    assert!(status.success(), "agent after SIGTERM: {status:?} {err}");
+    assert!(stdout.is_empty(), "{stdout}");
+
+    sigterm(&server);
+    let (status, _, err) = server.finish();
+    assert!(status.success(), "console after SIGTERM: {status:?} {err}");
+}
+
+/// Writes a throw-away CA, a console certificate for 127.0.0.1 and an agent client
+/// certificate into `dir` with the `openssl` command.
+fn make_certs(dir: &std::path::Path) {
+    let script = r#"set -e
+ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+openssl req -x509 $ec -keyout ca.key -out ca.pem -days 1 -subj /CN=control-test-ca
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+for who in server client; do
+  openssl req $ec -keyout $who.key -out $who.csr -subj /CN=$who
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+    -extfile $who.ext -out $who.pem
+done"#;
+    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn mutual_tls_between_console_and_agent() {
+    let dir = std::env::temp_dir().join(format!("control-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certs(&dir);
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let (listen, _) = addr();
+    let url = format!("https://{listen}");
+    let agent = Proc::spawn(
+        &[
+            "control",
+            "agent",
+            "--server",
+            &url,
+            "--name",
+            "secure",
+            "--tls-ca",
+            &path("ca.pem"),
+            "--tls-cert",
+            &path("client.pem"),
+            "--tls-key",
+            &path("client.key"),
+            "--backoff-max",
+            "200ms",
+        ],
+        TOKEN,
+    );
+    // No client certificate: the handshake fails, this agent never attaches.
+    let anonymous = Proc::spawn(
+        &["control", "agent", "--server", &url, "--name", "anonymous", "--tls-ca", &path("ca.pem")],
+        TOKEN,
+    );
+    let server = Proc::spawn(
+        &[
+            "control",
+            "server",
+            "--listen",
+            &listen,
+            "--wait-agents",
+            "1",
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+            "--tls-client-ca",
+            &path("ca.pem"),
+            "--exec",
+            "start; ping; agents; terminate",
+        ],
+        TOKEN,
+    );
+    let (status, out, err) = server.finish();
+    assert!(status.success(), "{err}\n{out}");
+    assert_recent_unix_time(line(&out, "[secure] ping #").1.split("-> ").nth(1).unwrap());
+    assert!(!out.contains("anonymous"), "an agent without a client certificate attached: {out}");
+    assert!(agent.finish().0.success());
+    drop(anonymous);
+    let _ = std::fs::remove_dir_all(&dir);
+}

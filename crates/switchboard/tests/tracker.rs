@@ -1,0 +1,322 @@
+//! End-to-end tests of the tracker on the real binary: separate collector and worker
+//! processes sharing an embedded SQLite store, killed with SIGKILL mid-work, and the
+//! dashboard rendered by headless Chromium.
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A child process killed (SIGKILL) on drop, so a failing test leaves nothing behind.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::fs::File::create(dir.join(format!("{name}-{n}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self { child }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait (bounded) for a graceful exit.
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One deployment: its bus and store, and the collector's address.
+struct Tracker {
+    dir: tempfile::TempDir,
+    bus: String,
+    store: String,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Tracker {
+    /// Embedded mode: memory bus, SQLite file in a temp dir.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}", dir.path().join("tracker.db").display());
+        Self::build(dir, "memory://".into(), store)
+    }
+
+    /// Distributed mode.
+    fn with_backends(bus: &str, store: &str) -> Self {
+        Self::build(tempfile::tempdir().unwrap(), bus.into(), store.into())
+    }
+
+    fn build(dir: tempfile::TempDir, bus: String, store: String) -> Self {
+        let port = switchboard_testkit::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        Self { dir, bus, store, base, client: reqwest::Client::new() }
+    }
+
+    fn collector(&self, extra: &[&str]) -> Proc {
+        let listen = self.base.trim_start_matches("http://").to_owned();
+        let mut args = vec!["tracker", "collector", "--serve-api", "--listen", &listen];
+        args.extend(["--bus", &self.bus, "--store", &self.store]);
+        args.extend_from_slice(extra);
+        Proc::start(self.dir.path(), "collector", &args)
+    }
+
+    fn worker(&self, extra: &[&str]) -> Proc {
+        let mut args = vec!["tracker", "worker", "--bus", &self.bus, "--store", &self.store];
+        args.extend(["--idle-poll", "5ms"]);
+        args.extend_from_slice(extra);
+        Proc::start(self.dir.path(), "worker", &args)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let res = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Vec<u8>, gzip: bool) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).body(body);
+        if gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits for the collector (and its API) to answer.
+    async fn wait_ready(&self) {
+        wait_for("the collector to answer", || async {
+            self.client.get(format!("{}/api/summary", self.base)).send().await.is_ok()
+        })
+        .await;
+    }
+
+    async fn folded(&self) -> i64 {
+        self.get("/api/summary").await["folded"].as_i64().unwrap()
+    }
+
+    async fn wait_folded(&self, want: i64) {
+        wait_for("every accepted event to be folded", || async { self.folded().await >= want })
+            .await;
+        assert_eq!(self.folded().await, want, "more events folded than accepted");
+    }
+
+    async fn assert_consistent(&self) {
+        let audit = self.get("/api/audit").await;
+        assert_eq!(audit["consistent"], true, "{audit}");
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(d.as_millis()).unwrap()
+}
+
+fn event(i: i64) -> Value {
+    let action = if i % 2 == 0 { "view" } else { "click" };
+    json!({"objectId": i % 97, "objectType": "user", "action": action,
+        "subjectId": i % 13, "subjectType": "article", "datetimeStamp": now_ms()})
+}
+
+fn batch(from: i64, n: i64) -> Vec<u8> {
+    serde_json::to_vec(&(from..from + n).map(event).collect::<Vec<_>>()).unwrap()
+}
+
+/// Posts `batches` × `size` events; returns how many were acknowledged with 202.
+async fn send(t: &Tracker, batches: i64, size: i64) -> i64 {
+    let mut accepted = 0;
+    for b in 0..batches {
+        let (status, body) = t.post("/track/batch", batch(b * size, size), false).await;
+        assert_eq!(status, 202, "{body}");
+        accepted += body["accepted"].as_i64().unwrap();
+    }
+    accepted
+}
+
+#[tokio::test]
+async fn embedded_pipeline_on_real_processes() {
+    let t = Tracker::new();
+    let mut collector = t.collector(&["--max-body-bytes", "65536"]);
+    let mut worker = t.worker(&[]);
+    t.wait_ready().await;
+
+    let mut accepted = send(&t, 20, 100).await;
+    let (status, body) = t.post("/track", event(1).to_string().into_bytes(), false).await;
+    assert_eq!(status, 202, "{body}");
+    accepted += 1;
+    let ndjson = (0..10).map(|i| event(i).to_string()).collect::<Vec<_>>().join("\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(ndjson.as_bytes()).unwrap();
+    let (status, body) = t.post("/track/batch", gz.finish().unwrap(), true).await;
+    assert_eq!(status, 202, "{body}");
+    accepted += 10;
+
+    // Rejections change nothing.
+    let mut bad = event(1);
+    bad["datetimeStamp"] = json!(123);
+    let (status, body) = t.post("/track", bad.to_string().into_bytes(), false).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["problems"][0]["field"], "datetimeStamp", "{body}");
+    let (status, _) = t.post("/track/batch", batch(0, 1000), false).await;
+    assert_eq!(status, 413, "a 1000-event body exceeds --max-body-bytes 65536");
+
+    t.wait_folded(accepted).await;
+    t.assert_consistent().await;
+    let breakdown = t.get("/api/breakdown").await;
+    let sum: i64 = breakdown["breakdown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(sum, accepted);
+
+    assert!(collector.terminate().success(), "collector exits 0 on SIGTERM");
+    assert!(worker.terminate().success(), "worker exits 0 on SIGTERM");
+}
+
+#[tokio::test]
+async fn killed_worker_and_collector_lose_and_double_count_nothing() {
+    let t = Tracker::new();
+    let mut collector = t.collector(&[]);
+    t.wait_ready().await;
+    let mut accepted = send(&t, 300, 100).await;
+
+    // Small transactions so the worker is killed with work both done and still to do.
+    let mut worker = t.worker(&["--batch-entries", "4"]);
+    wait_for("the worker to start folding", || async { t.folded().await > 0 }).await;
+    worker.kill9();
+    let folded_at_kill = t.folded().await;
+    assert!(folded_at_kill < accepted, "worker finished before it could be killed");
+
+    // The collector dies right after acknowledging: what it acked must survive.
+    accepted += send(&t, 5, 100).await;
+    collector.kill9();
+    let _collector = t.collector(&[]);
+    t.wait_ready().await;
+
+    let _worker = t.worker(&[]);
+    t.wait_folded(accepted).await;
+    t.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn dashboard_renders_live_reports_in_headless_chromium() {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("headless Chromium is required for this test: apt-get install -y chromium");
+    let t = Tracker::new();
+    let _collector = t.collector(&[]);
+    let _worker = t.worker(&[]);
+    t.wait_ready().await;
+    let accepted = send(&t, 12, 100).await;
+    t.wait_folded(accepted).await;
+
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &format!("{}/", t.base),
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(DEADLINE, out).await.expect("chromium hung").unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    let total = format!("id=\"total\">{}</b>", group_thousands(accepted));
+    assert!(dom.contains(&total), "dashboard does not show {total}:\n{dom}");
+    assert!(dom.contains("live ·"), "dashboard did not reach the live state:\n{dom}");
+    assert!(
+        dom.contains("data-action=\"view\"") && dom.contains("data-action=\"click\""),
+        "no series lines:\n{dom}"
+    );
+    assert!(dom.contains("article 0"), "no top subjects:\n{dom}");
+}
+
+/// `1234` → `1,234`, as the dashboard's `toLocaleString("en")` writes it.
+fn group_thousands(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[tokio::test]
+async fn distributed_pipeline_on_nats_and_postgres_survives_a_killed_worker() {
+    let nats = switchboard_testkit::NatsServer::start();
+    let pg = switchboard_testkit::PostgresServer::start();
+    let t = Tracker::with_backends(&nats.url, &pg.url);
+    let mut collector = t.collector(&[]);
+    t.wait_ready().await;
+    let accepted = send(&t, 200, 100).await;
+    // Workers share the durable consumer; a short ack wait makes redelivery of the killed
+    // worker's unacked messages quick.
+    let mut doomed = t.worker(&["--batch-entries", "4", "--ack-wait", "2s"]);
+    wait_for("the worker to start folding", || async { t.folded().await > 0 }).await;
+    doomed.kill9();
+    assert!(t.folded().await < accepted, "worker finished before it could be killed");
+    let mut survivor = t.worker(&["--ack-wait", "2s"]);
+    t.wait_folded(accepted).await;
+    t.assert_consistent().await;
+    assert!(collector.terminate().success());
+    assert!(survivor.terminate().success());
+}

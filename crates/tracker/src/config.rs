@@ -1,0 +1,168 @@
+//! Command-line flags of every tracker role (each also read from a `SWITCHBOARD_*` variable).
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Roles of this service.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// HTTP collector: `POST /track` and `POST /track/batch`; answers 202 once stored durably.
+    Collector(CollectorArgs),
+    /// Consumes accepted batches, stores raw events and maintains the read model.
+    Worker(WorkerArgs),
+    /// Reports API (`/api/*`) and the live dashboard (`/`).
+    Api(ApiArgs),
+}
+
+/// Where the bus and the store are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Backends {
+    /// Message bus: `memory://` (embedded: the collector journals into the store) or
+    /// `nats://host:port` (JetStream stream `TRACKER_EVENTS`).
+    #[arg(long, env = "SWITCHBOARD_BUS", default_value = "memory://")]
+    pub bus: String,
+
+    /// Store for raw events and the read model: `sqlite://path` or `postgres://…`.
+    #[arg(long, env = "SWITCHBOARD_STORE", default_value = "sqlite://./data/tracker.db")]
+    pub store: String,
+}
+
+/// `switchboard tracker collector` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollectorArgs {
+    /// Address to serve `POST /track` and `POST /track/batch` on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub backends: Backends,
+
+    /// Largest request body in bytes, compressed or not (larger: 413).
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Most events in one batch request (more: 413).
+    #[arg(long, env = "SWITCHBOARD_MAX_BATCH_EVENTS", default_value_t = 10_000)]
+    pub max_batch_events: usize,
+
+    /// Requests waiting for the journal before new ones are shed with 503.
+    #[arg(long, env = "SWITCHBOARD_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// Oldest accepted `datetimeStamp`, relative to now.
+    #[arg(long, env = "SWITCHBOARD_MAX_EVENT_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub max_event_age: Duration,
+
+    /// How far in the future a `datetimeStamp` may be (client clock skew).
+    #[arg(long, env = "SWITCHBOARD_MAX_CLOCK_SKEW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Duration,
+
+    /// Also serve the reports API and dashboard on the collector's address.
+    #[arg(long, env = "SWITCHBOARD_SERVE_API")]
+    pub serve_api: bool,
+}
+
+/// `switchboard tracker worker` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub backends: Backends,
+
+    /// Most journal entries (collector requests) folded in one transaction.
+    #[arg(long, env = "SWITCHBOARD_BATCH_ENTRIES", default_value_t = 256)]
+    pub batch_entries: usize,
+
+    /// Durable consumer name; workers with the same name share the stream.
+    #[arg(long, env = "SWITCHBOARD_CONSUMER", default_value = "tracker-workers")]
+    pub consumer: String,
+
+    /// Unacked stream messages are redelivered after this long (e.g. a worker died).
+    #[arg(long, env = "SWITCHBOARD_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_wait: Duration,
+
+    /// Pause between polls of an empty outbox (embedded mode).
+    #[arg(long, env = "SWITCHBOARD_IDLE_POLL", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub idle_poll: Duration,
+}
+
+/// `switchboard tracker api` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Address to serve the reports API and dashboard on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8091")]
+    pub listen: SocketAddr,
+
+    /// Store holding the read model: `sqlite://path` or `postgres://…`.
+    #[arg(long, env = "SWITCHBOARD_STORE", default_value = "sqlite://./data/tracker.db")]
+    pub store: String,
+}
+
+/// `switchboard bench tracker` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Events sent per measured phase.
+    #[arg(long, env = "SWITCHBOARD_EVENTS", default_value_t = 200_000)]
+    pub events: usize,
+
+    /// Events per batch request.
+    #[arg(long, env = "SWITCHBOARD_BATCH", default_value_t = 100)]
+    pub batch: usize,
+
+    /// Concurrent HTTP clients.
+    #[arg(long, env = "SWITCHBOARD_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+
+    /// Also measure distributed mode on this NATS server (use a throw-away one).
+    #[arg(long, env = "SWITCHBOARD_BENCH_NATS", requires = "bench_postgres")]
+    pub bench_nats: Option<String>,
+
+    /// Also measure distributed mode on this PostgreSQL database (use a throw-away one).
+    #[arg(long, env = "SWITCHBOARD_BENCH_POSTGRES", requires = "bench_nats")]
+    pub bench_postgres: Option<String>,
+
+    /// Give up on a phase after this long.
+    #[arg(long, env = "SWITCHBOARD_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Parses role flags from `args` (and `SWITCHBOARD_*` variables, as the role itself would),
+/// so the demo and the benchmark share the defaults documented in `--help`.
+fn defaults<T: clap::Args>(args: &[&str]) -> T {
+    #[derive(clap::Parser)]
+    struct Only<T: clap::Args> {
+        #[command(flatten)]
+        inner: T,
+    }
+    let argv = std::iter::once("tracker").chain(args.iter().copied());
+    // Built-in flags and values: a failure here is a bug in this file, caught by the tests.
+    <Only<T> as clap::Parser>::try_parse_from(argv).expect("valid built-in flags").inner
+}
+
+impl CollectorArgs {
+    /// Defaults, on an ephemeral loopback port, journaling into `bus`/`store`.
+    pub fn ephemeral() -> Self {
+        defaults(&["--listen", "127.0.0.1:0"])
+    }
+}
+
+impl WorkerArgs {
+    /// Defaults, polling the outbox every `idle_poll`.
+    pub fn with_idle_poll(idle_poll: Duration) -> Self {
+        let mut w: Self = defaults(&[]);
+        w.idle_poll = idle_poll;
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_parse() {
+        let c = CollectorArgs::ephemeral();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.max_batch_events, 10_000);
+        let w = WorkerArgs::with_idle_poll(Duration::from_millis(3));
+        assert_eq!((w.batch_entries, w.idle_poll), (256, Duration::from_millis(3)));
+    }
+}

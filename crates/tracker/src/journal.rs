@@ -1,0 +1,180 @@
+//! Where accepted events go before the collector answers 202: the durable stream (NATS
+//! JetStream) or, in embedded mode, the store's outbox table.
+//!
+//! Requests hand their batch to one writer task through a bounded queue; the writer takes
+//! everything queued (group commit: one transaction or one pipelined publish for many
+//! requests) and answers each request once its batch is stored. A full queue is the
+//! saturation signal: the request is shed with 503 + `Retry-After`, counted and logged.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use switchboard_bus::{Bus, Bytes, StreamConfig};
+use switchboard_core::Ctx;
+use switchboard_store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::Event;
+use crate::outbox;
+use crate::rejection::Rejection;
+
+/// Durable stream holding accepted batches.
+pub const STREAM: &str = "TRACKER_EVENTS";
+/// Subject batches are published on.
+pub const SUBJECT: &str = "tracker.events";
+/// Most requests stored by one group commit.
+const MAX_GROUP: usize = 256;
+
+/// Where the journal stores batches.
+#[derive(Clone)]
+pub enum Sink {
+    /// Embedded mode: the `tracker_outbox` table.
+    Outbox(Store),
+    /// Distributed mode: the JetStream stream [`STREAM`].
+    Stream(Bus),
+    /// Accepts and forgets: only for the benchmark's "HTTP + validation" reference.
+    Discard,
+}
+
+impl Sink {
+    /// The outbox for a memory bus (not durable), the stream otherwise.
+    pub fn for_deployment(bus: &Bus, store: &Store) -> Self {
+        if bus.kind() == "memory" { Self::Outbox(store.clone()) } else { Self::Stream(bus.clone()) }
+    }
+
+    /// Creates the stream when the sink is one.
+    ///
+    /// # Errors
+    /// The bus refuses the stream.
+    pub async fn prepare(&self) -> crate::Result<()> {
+        if let Self::Stream(bus) = self {
+            bus.ensure_stream(&stream_config()).await?;
+        }
+        Ok(())
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Outbox(_) => "outbox",
+            Self::Stream(_) => "stream",
+            Self::Discard => "discard",
+        }
+    }
+}
+
+/// The stream's configuration: unlimited, because a full stream would discard the oldest
+/// accepted events — saturation is signalled to clients with 503 instead.
+pub fn stream_config() -> StreamConfig {
+    StreamConfig::new(STREAM, [SUBJECT])
+}
+
+pub(crate) struct Entry {
+    body: String,
+    events: usize,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Handle to the journal writer. Cheap to clone; the writer stops (after storing everything
+/// queued) once every handle is dropped.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Entry>,
+    last_shed_log_ms: Arc<AtomicI64>,
+}
+
+impl Journal {
+    /// Starts the writer task on `ctx` with a queue of `capacity` requests.
+    pub fn start(sink: Sink, capacity: usize, ctx: &Ctx) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        ctx.spawn(write_loop(sink, rx));
+        Self { tx, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }
+    }
+
+    /// Stores `events` durably; returns once they are.
+    ///
+    /// # Errors
+    /// [`Rejection::Saturated`] when the queue is full, [`Rejection::Unavailable`] when the
+    /// sink failed (nothing of this batch is then acknowledged).
+    pub async fn append(&self, events: &[Event], now_ms: i64) -> Result<(), Rejection> {
+        let body = serde_json::to_string(events)
+            .map_err(|e| Rejection::Unavailable(format!("encoding events: {e}")))?;
+        let (done, answer) = oneshot::channel();
+        let entry = Entry { body, events: events.len(), done };
+        if let Err(e) = self.tx.try_send(entry) {
+            metrics::counter!("tracker_collector_shed_events_total").increment(events.len() as u64);
+            // One line per second at most: a saturated collector sheds thousands per second.
+            let last = self.last_shed_log_ms.load(Ordering::Relaxed);
+            if now_ms - last >= 1000
+                && self
+                    .last_shed_log_ms
+                    .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                let closed = matches!(e, mpsc::error::TrySendError::Closed(_));
+                tracing::warn!(closed, "journal queue full: shedding requests with 503");
+            }
+            return Err(Rejection::Saturated);
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(Rejection::Unavailable(why)),
+            Err(_) => Err(Rejection::Unavailable("journal writer stopped".to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Journal {
+    /// A journal whose queue nobody drains: requests stay queued (saturation tests).
+    pub(crate) fn stalled(capacity: usize) -> (Self, mpsc::Receiver<Entry>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Self { tx, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }, rx)
+    }
+}
+
+async fn write_loop(sink: Sink, mut rx: mpsc::Receiver<Entry>) {
+    let label = sink.label();
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    // Runs until every Journal handle is gone: the HTTP server has finished its in-flight
+    // requests, so everything they queued is stored before the task ends (graceful drain).
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        metrics::gauge!("tracker_journal_queue_depth").set(rx.len() as f64);
+        let started = std::time::Instant::now();
+        let outcome = store_group(&sink, &mut group).await;
+        metrics::histogram!("tracker_journal_write_seconds", "sink" => label)
+            .record(started.elapsed().as_secs_f64());
+        let events: usize = group.iter().map(|e| e.events).sum();
+        match &outcome {
+            Ok(()) => metrics::counter!("tracker_journal_events_total", "sink" => label)
+                .increment(events as u64),
+            Err(why) => tracing::error!(sink = label, events, error = %why, "journal write failed"),
+        }
+        for entry in group.drain(..) {
+            let _ = entry.done.send(outcome.clone()); // the client may have gone away
+        }
+    }
+    tracing::debug!(sink = label, "journal writer stopped");
+}
+
+/// Stores the group; bodies are moved out (each entry keeps only its answer channel).
+async fn store_group(sink: &Sink, group: &mut [Entry]) -> Result<(), String> {
+    match sink {
+        Sink::Discard => Ok(()),
+        Sink::Outbox(store) => {
+            let entries: Vec<(String, usize)> =
+                group.iter_mut().map(|e| (std::mem::take(&mut e.body), e.events)).collect();
+            let now = switchboard_core::Clock::now_ms(&switchboard_core::SystemClock);
+            outbox::append(store, &entries, now).await.map_err(|e| e.to_string())
+        }
+        Sink::Stream(bus) => {
+            // A message id per batch: a publish retried by the client library is stored once.
+            let messages = group
+                .iter_mut()
+                .map(|e| {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    (SUBJECT.to_owned(), Bytes::from(std::mem::take(&mut e.body)), Some(id))
+                })
+                .collect();
+            bus.publish_durable_batch(messages).await.map_err(|e| e.to_string())
+        }
+    }
+}

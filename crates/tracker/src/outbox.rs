@@ -1,0 +1,116 @@
+//! The embedded-mode journal: a table in the local store.
+//!
+//! The in-memory bus is not durable, so in embedded mode "202 = durably accepted" means
+//! "committed to `tracker_outbox`". A worker takes rows with `DELETE … RETURNING`, folds them
+//! into the read model and commits both in one transaction: a crash before the commit leaves
+//! the rows in place, a crash after it has already removed them. Exactly once, no bus needed,
+//! and collector and worker may be separate processes sharing the SQLite file.
+use switchboard_store::Store;
+
+use crate::Result;
+use crate::event::Event;
+use crate::readmodel;
+
+/// SQLite has a single writer. Writers in one process (collector journal and worker in the
+/// demo or the benchmark) queue here instead of in SQLite's busy handler, which polls with
+/// sleeps of up to 100 ms and made each side stall behind the other's short commits.
+/// Writers in other processes still meet at SQLite's lock (with `busy_timeout`).
+static SQLITE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What one [`take_and_fold`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    /// Journal entries (collector requests) consumed.
+    pub entries: u64,
+    /// Events in them.
+    pub events: u64,
+    /// Events that were new to the store (the others were already folded).
+    pub fresh: u64,
+}
+
+/// Appends one journal entry per body (a JSON array of events) in one transaction.
+///
+/// # Errors
+/// The store fails; then nothing was appended.
+pub async fn append(store: &Store, entries: &[(String, usize)], now_ms: i64) -> Result<()> {
+    macro_rules! insert {
+        ($db:ty, $pool:expr) => {{
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO tracker_outbox (body, events, created_ms) ",
+            );
+            qb.push_values(entries, |mut row, (body, n)| {
+                row.push_bind(body).push_bind(*n as i64).push_bind(now_ms);
+            });
+            qb.build().execute($pool).await?;
+        }};
+    }
+    match store {
+        Store::Sqlite(pool) => {
+            let _writer = SQLITE_WRITER.lock().await;
+            insert!(sqlx::Sqlite, pool);
+        }
+        Store::Postgres(pool) => insert!(sqlx::Postgres, pool),
+    }
+    Ok(())
+}
+
+/// Takes up to `max_entries` journal entries, folds their events, and commits both at once.
+///
+/// # Errors
+/// The store fails (the transaction is rolled back: the entries stay in the journal), or an
+/// entry is not a JSON array of events (cannot happen with our collector; the transaction is
+/// rolled back and the caller logs it).
+pub async fn take_and_fold(store: &Store, max_entries: usize) -> Result<Folded> {
+    let limit = i64::try_from(max_entries).unwrap_or(i64::MAX);
+    macro_rules! run {
+        ($pool:expr, $take:expr, $fold:path) => {{
+            let mut tx = $pool.begin().await?;
+            let bodies: Vec<String> =
+                sqlx::query_scalar($take).bind(limit).fetch_all(&mut *tx).await?;
+            let (events, entries) = decode(&bodies)?;
+            let fresh = $fold(&mut *tx, &events).await?;
+            tx.commit().await?;
+            Folded { entries, events: events.len() as u64, fresh }
+        }};
+    }
+    Ok(match store {
+        Store::Sqlite(pool) => {
+            let _writer = SQLITE_WRITER.lock().await;
+            run!(
+                pool,
+                "DELETE FROM tracker_outbox WHERE seq IN \
+             (SELECT seq FROM tracker_outbox ORDER BY seq LIMIT ?) RETURNING body",
+                readmodel::sqlite::fold
+            )
+        }
+        // SKIP LOCKED lets several workers take disjoint entries concurrently.
+        Store::Postgres(pool) => run!(
+            pool,
+            "DELETE FROM tracker_outbox WHERE seq IN \
+             (SELECT seq FROM tracker_outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING body",
+            readmodel::postgres::fold
+        ),
+    })
+}
+
+/// Events waiting in the journal.
+///
+/// # Errors
+/// The store fails.
+pub async fn pending_events(store: &Store) -> Result<i64> {
+    const SQL: &str = "SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT) FROM tracker_outbox";
+    Ok(match store {
+        Store::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+        Store::Postgres(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+    })
+}
+
+fn decode(bodies: &[String]) -> Result<(Vec<Event>, u64)> {
+    let mut events = Vec::new();
+    for body in bodies {
+        let batch: Vec<Event> = serde_json::from_str(body)?;
+        events.extend(batch);
+    }
+    Ok((events, bodies.len() as u64))
+}

@@ -1,0 +1,141 @@
+//! Starting each role: connect what it needs, bind, spawn its tasks on the [`Ctx`], mark it
+//! ready. Shared by `switchboard tracker <role>`, the demo and the benchmark.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use switchboard_bus::Bus;
+use switchboard_core::{Ctx, SystemClock, admin};
+use switchboard_store::Store;
+
+use crate::api::{self, ApiState};
+use crate::batch::Limits;
+use crate::collector::{self, CollectorState};
+use crate::config::{CollectorArgs, WorkerArgs};
+use crate::event::Validator;
+use crate::journal::{Journal, Sink};
+use crate::worker::{self, WorkerConfig};
+use crate::{Error, Result};
+
+/// This service's migrations, one directory per engine (versions 6xxx).
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+/// PostgreSQL migrations.
+pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Opens the store at `url` and applies the tracker schema.
+///
+/// # Errors
+/// The store cannot be opened or migrated.
+pub async fn open_store(url: &str) -> Result<Store> {
+    let store = Store::connect(url).await?;
+    migrate(&store).await?;
+    Ok(store)
+}
+
+/// Applies the tracker schema to an open store.
+///
+/// # Errors
+/// A migration fails.
+pub async fn migrate(store: &Store) -> Result<()> {
+    store.migrate(&SQLITE_MIGRATOR, &PG_MIGRATOR).await?;
+    Ok(())
+}
+
+/// Starts a collector whose journal is `sink`; with `api_store`, the reports API and
+/// dashboard are served on the same address. Returns the bound address.
+///
+/// # Errors
+/// Invalid limits, or the address cannot be bound.
+pub async fn start_collector(
+    args: &CollectorArgs,
+    sink: Sink,
+    api_store: Option<Store>,
+    ctx: &Ctx,
+) -> Result<SocketAddr> {
+    if args.max_body_bytes == 0 || args.max_batch_events == 0 || args.queue_capacity == 0 {
+        return Err(Error::Config(
+            "--max-body-bytes, --max-batch-events and --queue-capacity must be positive".into(),
+        ));
+    }
+    sink.prepare().await?;
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let state = CollectorState {
+        validator: Validator::new(
+            Arc::new(SystemClock),
+            ms(args.max_event_age),
+            ms(args.max_clock_skew),
+        ),
+        limits: Limits { max_body_bytes: args.max_body_bytes, max_events: args.max_batch_events },
+        journal: Journal::start(sink, args.queue_capacity, ctx),
+    };
+    let mut app = collector::router(state);
+    if let Some(store) = api_store {
+        app = app.merge(api::router(ApiState { store, clock: Arc::new(SystemClock) }));
+    }
+    let addr = serve(args.listen, app, "collector", ctx).await?;
+    ctx.health.set_ready("tracker-collector", true);
+    tracing::info!(url = %format!("http://{addr}/track"), "tracker collector listening");
+    Ok(addr)
+}
+
+/// Starts the reports API and dashboard. Returns the bound address.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn start_api(listen: SocketAddr, store: Store, ctx: &Ctx) -> Result<SocketAddr> {
+    let app = api::router(ApiState { store, clock: Arc::new(SystemClock) });
+    let addr = serve(listen, app, "reports API", ctx).await?;
+    ctx.health.set_ready("tracker-api", true);
+    tracing::info!(url = %format!("http://{addr}/"), "tracker dashboard listening");
+    Ok(addr)
+}
+
+/// Binds `listen` and serves `app` on `ctx` until shutdown (in-flight requests finish).
+async fn serve(
+    listen: SocketAddr,
+    app: axum::Router,
+    what: &'static str,
+    ctx: &Ctx,
+) -> Result<SocketAddr> {
+    let (listener, addr) = admin::bind(listen).await?;
+    let shutdown = ctx.shutdown.clone();
+    ctx.spawn(async move {
+        if let Err(e) = admin::serve(listener, app, shutdown).await {
+            tracing::error!(error = %e, server = what, "HTTP server failed");
+        }
+    });
+    Ok(addr)
+}
+
+/// The worker's settings from its flags.
+///
+/// # Errors
+/// Invalid flags.
+pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig> {
+    if args.batch_entries == 0 {
+        return Err(Error::Config("--batch-entries must be positive".into()));
+    }
+    Ok(WorkerConfig {
+        batch_entries: args.batch_entries,
+        consumer: args.consumer.clone(),
+        ack_wait: args.ack_wait,
+        idle_poll: args.idle_poll,
+    })
+}
+
+/// Spawns a worker on `ctx` (demo, benchmark); a worker that cannot start is logged and
+/// leaves `tracker-worker` not ready.
+///
+/// # Errors
+/// Invalid flags.
+pub fn start_worker(args: &WorkerArgs, bus: Bus, store: Store, ctx: &Ctx) -> Result<()> {
+    let cfg = worker_config(args)?;
+    ctx.health.register("tracker-worker");
+    let worker_ctx = ctx.clone();
+    ctx.spawn(async move {
+        if let Err(e) = worker::run(cfg, bus, store, worker_ctx.clone()).await {
+            tracing::error!(error = %e, "tracker worker failed to start");
+            worker_ctx.health.set_ready("tracker-worker", false);
+        }
+    });
+    Ok(())
+}
