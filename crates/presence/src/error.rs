@@ -1,11 +1,42 @@
-//! Errors of this crate.
+//! Errors of the presence crate: startup and I/O failures of the roles. Expected outcomes on the
+//! hot path (a stale report, a shed report, an unknown status) are not errors: they are counted.
 
 /// Error of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The feature is not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
+    /// A flag or argument is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The bus refused an operation.
+    #[error("bus: {0}")]
+    Bus(#[from] switchboard_bus::Error),
+    /// The store refused an operation.
+    #[error("store: {0}")]
+    Store(#[from] switchboard_store::Error),
+    /// A SQL statement failed.
+    #[error("sql: {0}")]
+    Sql(#[from] switchboard_store::sqlx::Error),
+    /// A gRPC server failed to start or serve.
+    #[error("grpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built from the descriptor set.
+    #[error("grpc reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A gRPC call failed.
+    #[error("grpc call: {0}")]
+    Rpc(#[from] tonic::Status),
+    /// Core setup (binding an address) failed.
+    #[error(transparent)]
+    Core(#[from] switchboard_core::Error),
+    /// Socket or file I/O failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored snapshot cannot be decoded.
+    #[error("corrupt snapshot: {0}")]
+    Snapshot(String),
+    /// A benchmark child process misbehaved.
+    #[error("bench: {0}")]
+    Bench(String),
 }
 
 /// Result alias for this crate.

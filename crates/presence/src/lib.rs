@@ -1,68 +1,121 @@
-//! presence — gRPC gateway pinging every connected client each second, and a status service
-//! answering "unique users online in the last 3 minutes"; plus the clients.
+//! presence — who is online: a gRPC gateway pinging every connected client each second, a
+//! status service answering "unique users online in the last 3 minutes", and the clients.
+//!
+//! # Layout
+//! * `proto` — generated `tenten.interview` code (wire-fixed StatusReader/Ping/Pong/Status, our
+//!   `Gateway` service and bus batch) and the descriptor set for reflection.
+//! * `gateway` — holds client streams; one ping timer for all; forwards reports in batches.
+//! * `report` — the bus stream and the batch format between gateways and status.
+//! * `status` — consumes reports into the `window`, answers StatusReader, snapshots to the store.
+//! * `window` — exact unique-users-in-the-last-N-seconds with per-second buckets (O(1) reads).
+//! * `client` / `clients` — one client with reconnect/failover; many simulated ones.
+//! * `jitter` — the Ping-interval histogram clients keep; `bench` — `switchboard bench presence`.
+//! * `trace` — W3C trace context carried client → gateway → bus → status; `codec` — prost with
+//!   small per-stream buffers.
+//! * `demo` — everything in one process (embedded mode and `switchboard demo`).
 #![forbid(unsafe_code)]
 
+mod bench;
+mod client;
+mod clients;
+mod codec;
+mod demo;
 mod error;
+mod gateway;
+mod jitter;
+pub mod proto;
+mod report;
+mod status;
+mod trace;
+mod window;
 
 use switchboard_bus::Bus;
 use switchboard_core::{Ctx, Endpoint};
 use switchboard_store::Store;
 
+pub use bench::BenchArgs;
+pub use client::{Client, ClientArgs, Target};
+pub use clients::{ClientsArgs, spawn as spawn_clients};
 pub use error::{Error, Result};
+pub use gateway::{GatewayArgs, Running as RunningGateway, start as start_gateway};
+pub use jitter::{Jitter, JitterSummary};
+pub use status::{StatusArgs, fetch_online, start as start_status};
+pub use window::{LastSeen, Recorded};
 
 /// Roles of this service.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// gRPC gateway holding client streams.
+    /// gRPC gateway holding client streams; forwards reports over the bus.
     Gateway(GatewayArgs),
-    /// Status service answering StatusReader.
+    /// Status service: consumes reports, answers StatusReader.
     Status(StatusArgs),
+    /// Embedded mode: a status replica and a gateway in one process (memory bus by default).
+    All(AllArgs),
     /// One client.
     Client(ClientArgs),
     /// Many simulated clients in one process.
     Clients(ClientsArgs),
 }
 
-/// Flags of one role.
+/// `switchboard presence all` flags: the gateway's and the status service's.
 #[derive(Debug, Clone, clap::Args)]
-pub struct GatewayArgs {}
-
-/// Flags of one role.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StatusArgs {}
-
-/// Flags of one role.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClientArgs {}
-
-/// Flags of one role.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClientsArgs {}
-
-/// `switchboard bench presence` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {}
+pub struct AllArgs {
+    /// gRPC address of the gateway.
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub gateway_listen: std::net::SocketAddr,
+    /// gRPC address of StatusReader.
+    #[arg(long, env = "SWITCHBOARD_STATUS_LISTEN", default_value = "127.0.0.1:50052")]
+    pub status_listen: std::net::SocketAddr,
+    /// Bus URL shared by both.
+    #[arg(long, env = "SWITCHBOARD_BUS", default_value = "memory://")]
+    pub bus: String,
+    /// Store URL for status snapshots.
+    #[arg(long, env = "SWITCHBOARD_STORE", default_value = "sqlite://./data/presence.db")]
+    pub store: String,
+    /// Simulated clients to run in the same process (0: none).
+    #[arg(long, env = "SWITCHBOARD_CLIENTS", default_value_t = 0)]
+    pub clients: usize,
+}
 
 /// Runs one role until `ctx.shutdown`.
 ///
 /// # Errors
-/// Startup fails.
-pub async fn run(_cmd: Command, _ctx: Ctx) -> Result<()> {
-    Err(Error::NotImplemented("presence"))
+/// Startup fails (bus, store, bind, bad flags).
+pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
+    match cmd {
+        Command::Gateway(args) => gateway::run(args, ctx).await,
+        Command::Status(args) => status::run(args, ctx).await,
+        Command::All(args) => {
+            let bus = Bus::connect(&args.bus).await?;
+            let store = Store::connect(&args.store).await?;
+            let gateway = GatewayArgs { listen: args.gateway_listen, ..GatewayArgs::default() };
+            let status =
+                StatusArgs { listen: args.status_listen, ..StatusArgs::embedded(&args.store) };
+            let endpoints = demo::start(&ctx, &bus, &store, gateway, &status, args.clients).await?;
+            for e in &endpoints {
+                tracing::info!(what = %e.what, url = %e.url, "presence listening");
+            }
+            ctx.shutdown.cancelled().await;
+            Ok(())
+        }
+        Command::Client(args) => client::run(args, ctx).await,
+        Command::Clients(args) => clients::run(args, ctx).await,
+    }
 }
 
-/// Runs the presence benchmark.
+/// Runs the presence benchmark (`switchboard bench presence`).
 ///
 /// # Errors
 /// The benchmark cannot run.
-pub async fn bench(_args: BenchArgs, _ctx: Ctx) -> Result<()> {
-    Err(Error::NotImplemented("bench presence"))
+pub async fn bench(args: BenchArgs, ctx: Ctx) -> Result<()> {
+    bench::run(args, ctx).await
 }
 
 /// Starts the demo set on the shared embedded bus and store; returns what runs where.
 ///
 /// # Errors
 /// A component fails to start.
-pub async fn demo(_ctx: &Ctx, _bus: &Bus, _store: &Store) -> Result<Vec<Endpoint>> {
-    Ok(Vec::new())
+pub async fn demo(ctx: &Ctx, bus: &Bus, store: &Store) -> Result<Vec<Endpoint>> {
+    let store_url = "sqlite://demo";
+    demo::start(ctx, bus, store, GatewayArgs::default(), &StatusArgs::embedded(store_url), 50).await
 }

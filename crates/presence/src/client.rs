@@ -1,0 +1,217 @@
+//! A presence client: keeps one stream open to a gateway, answers every Ping with a Pong
+//! carrying EVEN/ODD from the current Unix time in ms, and reconnects with jittered
+//! exponential backoff — to the next gateway in its list, so a dead gateway's clients spread
+//! over the others.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use switchboard_core::{Clock, Ctx, SystemClock};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::Instrument as _;
+
+use crate::gateway::CLIENT_ID_HEADER;
+use crate::jitter::Jitter;
+use crate::proto::gateway_client::GatewayClient;
+use crate::proto::{Pong, Status};
+use crate::{Error, Result};
+
+/// `switchboard presence client` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// This client's unique id (default: a random UUID).
+    #[arg(long, env = "SWITCHBOARD_ID")]
+    pub id: Option<uuid::Uuid>,
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Where clients connect and how they retry (shared by `client` and `clients`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Gateway URL(s); on failure a client moves to the next one. Repeat or comma-separate.
+    #[arg(
+        long = "gateway",
+        env = "SWITCHBOARD_GATEWAY",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub gateways: Vec<String>,
+    /// Longest wait between reconnection attempts.
+    #[arg(long, env = "SWITCHBOARD_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+}
+
+impl Target {
+    /// Clients of `gateways` with the default 5 s backoff cap.
+    pub fn new(gateways: Vec<String>) -> Self {
+        Self { gateways, max_backoff: Duration::from_secs(5) }
+    }
+}
+
+/// Runs one client until `ctx.shutdown`.
+///
+/// # Errors
+/// A gateway URL is invalid.
+pub async fn run(args: ClientArgs, ctx: Ctx) -> Result<()> {
+    let id = args.id.unwrap_or_else(uuid::Uuid::new_v4);
+    let client = Client::new(id, &args.target, None)?;
+    tracing::info!(client_id = %id, gateways = ?args.target.gateways, "presence client starting");
+    ctx.health.set_ready("presence-client", true);
+    client.run(0, ctx.shutdown.clone()).await;
+    Ok(())
+}
+
+/// One client's identity and where it may connect.
+#[derive(Clone)]
+pub struct Client {
+    id: uuid::Uuid,
+    gateways: Arc<[Endpoint]>,
+    max_backoff: Duration,
+    jitter: Option<Arc<Jitter>>,
+}
+
+impl Client {
+    /// A client `id` for `gateways`, recording Ping intervals into `jitter` if given.
+    ///
+    /// # Errors
+    /// No gateway, or a URL that does not parse.
+    pub fn new(id: uuid::Uuid, target: &Target, jitter: Option<Arc<Jitter>>) -> Result<Self> {
+        let gateways = &target.gateways;
+        if gateways.is_empty() {
+            return Err(Error::Config("at least one --gateway is needed".into()));
+        }
+        let gateways = gateways
+            .iter()
+            .map(|g| {
+                Endpoint::from_shared(g.clone())
+                    .map(tune)
+                    .map_err(|e| Error::Config(format!("gateway URL {g:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { id, gateways: gateways.into(), max_backoff: target.max_backoff, jitter })
+    }
+
+    /// Clone with another id (many simulated clients share the parsed endpoints).
+    pub fn with_id(&self, id: uuid::Uuid) -> Self {
+        Self { id, ..self.clone() }
+    }
+
+    /// Connects and answers Pings until `shutdown`, starting with gateway `first` (mod len).
+    pub async fn run(&self, first: usize, shutdown: CancellationToken) {
+        let mut attempt = 0u32;
+        let mut next = first % self.gateways.len();
+        while !shutdown.is_cancelled() {
+            let gateway = &self.gateways[next];
+            let span = tracing::info_span!("presence.client.session", client_id = %self.id, gateway = %gateway.uri());
+            let outcome = self.session(gateway, &shutdown).instrument(span).await;
+            match outcome {
+                Ok(true) => attempt = 0,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(client_id = %self.id, error = %e, "gateway session failed")
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            metrics::counter!("presence_client_reconnects_total").increment(1);
+            next = (next + 1) % self.gateways.len();
+            let delay = backoff(attempt, self.max_backoff);
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One stream; `Ok(true)` if at least one Ping was answered (the backoff resets).
+    async fn session(&self, gateway: &Endpoint, shutdown: &CancellationToken) -> Result<bool> {
+        let channel = gateway.connect().await?;
+        let mut client = GatewayClient::new(channel);
+        let (tx, rx) = mpsc::channel::<Pong>(2);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let id = tonic::metadata::MetadataValue::try_from(self.id.to_string())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        request.metadata_mut().insert(CLIENT_ID_HEADER, id);
+        crate::trace::inject_metadata(&tracing::Span::current(), request.metadata_mut());
+        let mut inbound = client.attach(request).await?.into_inner();
+        metrics::gauge!("presence_clients_connected").increment(1.0);
+        let mut pings = 0u32;
+        let mut last_ping = Instant::now();
+        let result = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                msg = inbound.message() => match msg {
+                    Ok(Some(_ping)) => {
+                        let now = Instant::now();
+                        // The gateway pings at once on attach, then on the client's slot: the
+                        // first interval is a phase offset, not jitter.
+                        if let (Some(j), true) = (&self.jitter, pings >= 2) {
+                            j.record(now - last_ping);
+                        }
+                        last_ping = now;
+                        pings = pings.saturating_add(1);
+                        let status = Status::at(SystemClock.now_ms());
+                        if tx.send(Pong { status: status.into() }).await.is_err() {
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(status) => break Err(Error::Rpc(status)),
+                },
+            }
+        };
+        metrics::gauge!("presence_clients_connected").decrement(1.0);
+        result.map(|()| pings > 0)
+    }
+}
+
+/// Client-side HTTP/2 settings: small windows (tiny messages), keepalive to notice a dead
+/// gateway whose TCP connection never errors.
+fn tune(e: Endpoint) -> Endpoint {
+    e.connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(4_096)
+        .initial_connection_window_size(8_192)
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+}
+
+/// Full-jitter exponential backoff: uniform in [0, min(max, 100 ms · 2^attempt)], at least
+/// 50 ms — spreads a crowd of clients whose gateway died.
+fn backoff(attempt: u32, max: Duration) -> Duration {
+    let cap = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(16)).min(max);
+    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(50);
+    Duration::from_millis(rand::rng().random_range(50..=ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(5);
+        for _ in 0..100 {
+            assert!(backoff(0, max) <= Duration::from_millis(100));
+            assert!(backoff(30, max) <= max);
+            assert!(backoff(30, max) >= Duration::from_millis(50));
+        }
+        assert!((0..200).any(|_| backoff(10, max) > Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_client_needs_a_valid_gateway() {
+        let id = uuid::Uuid::new_v4();
+        assert!(Client::new(id, &Target::new(vec![]), None).is_err());
+        assert!(Client::new(id, &Target::new(vec!["not a url".into()]), None).is_err());
+        assert!(Client::new(id, &Target::new(vec!["http://127.0.0.1:1".into()]), None).is_ok());
+    }
+}

@@ -1,0 +1,62 @@
+//! Presence in one process: status replica, gateway and simulated clients on a shared bus and
+//! store. Used by `switchboard demo` and by `switchboard presence all` (embedded mode).
+use std::sync::Arc;
+
+use switchboard_bus::Bus;
+use switchboard_core::{Ctx, Endpoint, SystemClock};
+use switchboard_store::Store;
+
+use crate::Result;
+use crate::clients::{self, ClientsArgs};
+use crate::gateway::{self, GatewayArgs};
+use crate::status::{self, StatusArgs};
+
+/// Starts a status replica and a gateway on `bus`/`store` and, if `clients > 0`, that many
+/// simulated clients; returns what runs where.
+///
+/// # Errors
+/// A component fails to start.
+pub async fn start(
+    ctx: &Ctx,
+    bus: &Bus,
+    store: &Store,
+    gateway_args: GatewayArgs,
+    status_args: &StatusArgs,
+    clients: usize,
+) -> Result<Vec<Endpoint>> {
+    let status_addr =
+        status::start(status_args, bus.clone(), store.clone(), Arc::new(SystemClock), ctx.clone())
+            .await?;
+    let gateway = gateway::start(gateway_args, bus.clone(), ctx.clone()).await?;
+    let gateway_url = format!("http://{}", gateway.addr);
+    let status_url = format!("http://{status_addr}");
+    ctx.spawn(log_count(status_url, ctx.shutdown.clone()));
+    if clients > 0 {
+        let args = ClientsArgs::new(clients, vec![gateway_url.clone()]);
+        clients::spawn(&args, None, ctx)?;
+    }
+    Ok(vec![
+        Endpoint::new("presence", "gateway (gRPC Gateway.Attach, reflection)", gateway_url),
+        Endpoint::new(
+            "presence",
+            format!("status: online users ({clients} simulated clients)"),
+            format!(
+                "grpcurl -plaintext {status_addr} tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins"
+            ),
+        ),
+    ])
+}
+
+/// Logs the online count every 10 s, so the demo shows presence working without a gRPC tool.
+async fn log_count(status_url: String, shutdown: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => match status::fetch_online(&status_url).await {
+                Ok(n) => tracing::info!(online_users = n, "presence: unique users online in the last 3 minutes"),
+                Err(e) => tracing::warn!(error = %e, "presence: status query failed"),
+            },
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The gateway role: holds many persistent client streams, pings each client every second,
+//! forwards EVEN/ODD reports to the status service over the bus. Stateless — any number of
+//! gateways can run behind a TCP/HTTP-2 load balancer.
+//!
+//! Memory per client is what decides how many clients one process holds, so the HTTP/2 server
+//! is tuned for many idle-ish streams: small flow-control windows (a Ping is 5 bytes), one task
+//! per stream, no per-stream timer.
+mod forwarder;
+mod session;
+mod ticker;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_bus::Bus;
+use switchboard_core::{Clock, Ctx, SystemClock};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tracing::Instrument as _;
+
+use crate::proto::gateway_server::{Gateway, GatewayServer};
+use crate::proto::{Ping, Pong};
+use crate::{Error, Result};
+use forwarder::{Forwarder, ReportSender};
+use session::{Session, SessionMetrics};
+use ticker::Ticker;
+
+/// Metadata key carrying the client's UUID on `Attach`.
+pub const CLIENT_ID_HEADER: &str = "client-id";
+
+/// `switchboard presence gateway` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// gRPC listen address for client streams (port 0 picks a free one).
+    #[arg(long = "listen", env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Bus URL: `memory://` (only status services in this process see reports) or `nats://…`.
+    #[arg(long, env = "SWITCHBOARD_BUS", default_value = "memory://")]
+    pub bus: String,
+    /// This gateway's id in logs and batch ids (default: random).
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// Interval between two Pings to a client.
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+    /// A client that sends no Pong for this long is disconnected.
+    #[arg(long, env = "SWITCHBOARD_CLIENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub client_timeout: Duration,
+    /// Most client streams held at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SWITCHBOARD_MAX_CLIENTS", default_value_t = 100_000)]
+    pub max_clients: usize,
+    /// Most reports per bus message.
+    #[arg(long, env = "SWITCHBOARD_BATCH_MAX", default_value_t = 2_000)]
+    pub batch_max: usize,
+    /// Longest a report waits before its batch is published.
+    #[arg(long, env = "SWITCHBOARD_BATCH_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub batch_interval: Duration,
+    /// Reports queued for the bus before new ones are shed.
+    #[arg(long, env = "SWITCHBOARD_REPORT_QUEUE", default_value_t = 65_536)]
+    pub report_queue: usize,
+    /// HTTP/2 flow-control window per stream, bytes (Pings and Pongs are a few bytes).
+    #[arg(long, env = "SWITCHBOARD_STREAM_WINDOW", default_value_t = 4_096)]
+    pub stream_window: u32,
+    /// Phases the ping interval is split into, to spread writes over the second.
+    #[arg(long, env = "SWITCHBOARD_PING_SLOTS", default_value_t = 20)]
+    pub ping_slots: usize,
+}
+
+impl Default for GatewayArgs {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bus: "memory://".into(),
+            gateway_id: None,
+            ping_interval: Duration::from_secs(1),
+            client_timeout: Duration::from_secs(5),
+            max_clients: 100_000,
+            batch_max: 2_000,
+            batch_interval: Duration::from_millis(100),
+            report_queue: 65_536,
+            stream_window: 4_096,
+            ping_slots: 20,
+        }
+    }
+}
+
+/// Runs a gateway until `ctx.shutdown`.
+///
+/// # Errors
+/// The bus is unreachable or the address cannot be bound.
+pub async fn run(args: GatewayArgs, ctx: Ctx) -> Result<()> {
+    let bus = Bus::connect(&args.bus).await?;
+    if bus.kind() == "memory" {
+        tracing::warn!(
+            "gateway on the memory bus: only a status service in this process sees its reports (use `presence all` or --bus nats://…)"
+        );
+    }
+    let gateway = start(args, bus, ctx.clone()).await?;
+    tracing::info!(addr = %gateway.addr, "presence gateway listening");
+    ctx.shutdown.cancelled().await;
+    Ok(())
+}
+
+/// A started gateway.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    slots: Arc<Semaphore>,
+    max_clients: usize,
+}
+
+impl Running {
+    /// Client streams held right now.
+    pub fn sessions(&self) -> usize {
+        self.max_clients - self.slots.available_permits()
+    }
+}
+
+/// Binds and starts a gateway publishing on `bus`. Everything runs on `ctx` and stops (draining
+/// sessions and the last batch) when it is cancelled.
+///
+/// # Errors
+/// The address cannot be bound, or the configuration is unusable.
+pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
+    if args.batch_max == 0 || args.report_queue == 0 || args.ping_interval.is_zero() {
+        return Err(Error::Config("batch-max, report-queue and ping-interval must be > 0".into()));
+    }
+    bus.ensure_stream(&crate::report::stream_config()).await?;
+    let (listener, addr) = switchboard_core::admin::bind(args.listen).await?;
+    let gateway_id = args.gateway_id.clone().unwrap_or_else(|| {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        format!("gw-{}", &id[..8])
+    });
+
+    let (report_tx, report_rx) = mpsc::channel(args.report_queue);
+    let forwarder = Forwarder {
+        gateway_id: gateway_id.clone(),
+        bus,
+        batch_max: args.batch_max,
+        batch_interval: args.batch_interval,
+    };
+    ctx.spawn(forwarder.run(report_rx, ctx.shutdown.clone()));
+
+    let ticker = Arc::new(Ticker::new(args.ping_interval, args.ping_slots));
+    let t = ticker.clone();
+    let stop = ctx.shutdown.clone();
+    ctx.spawn(async move { t.run(stop).await });
+
+    let slots = Arc::new(Semaphore::new(args.max_clients));
+    let service = GatewayService {
+        ticker,
+        reports: report_tx,
+        clock: Arc::new(SystemClock),
+        timeout: args.client_timeout,
+        slots: slots.clone(),
+        metrics: Arc::new(SessionMetrics::new()),
+        ctx: ctx.clone(),
+    };
+    let reflection = crate::proto::reflection()?;
+    let window = args.stream_window.max(1024);
+    let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window.saturating_mul(2))
+        .max_concurrent_streams(8)
+        .tcp_nodelay(true)
+        // Dead peers whose TCP never errors (a pulled cable) are found by HTTP/2 PINGs.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(GatewayServer::new(service))
+        .add_service(reflection);
+    let incoming = TcpListenerStream::new(listener);
+    let shutdown = ctx.shutdown.clone();
+    let health = ctx.health.clone();
+    health.set_ready("presence-gateway", true);
+    ctx.spawn(
+        async move {
+            if let Err(e) =
+                server.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+            {
+                tracing::error!(error = %e, "gateway server failed");
+                health.set_ready("presence-gateway", false);
+            }
+        }
+        .instrument(tracing::info_span!("presence.gateway", gateway = %gateway_id)),
+    );
+    Ok(Running { addr, slots, max_clients: args.max_clients })
+}
+
+/// The `Gateway` gRPC service.
+struct GatewayService {
+    ticker: Arc<Ticker>,
+    reports: ReportSender,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+    metrics: Arc<SessionMetrics>,
+    ctx: Ctx,
+}
+
+type PingStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Ping, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    type AttachStream = PingStream;
+
+    async fn attach(
+        &self,
+        request: tonic::Request<tonic::Streaming<Pong>>,
+    ) -> Result<tonic::Response<PingStream>, tonic::Status> {
+        let client = client_id(request.metadata())?;
+        if self.ctx.shutdown.is_cancelled() {
+            return Err(tonic::Status::unavailable("gateway draining; reconnect"));
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            metrics::counter!("presence_gateway_refused_total").increment(1);
+            tracing::warn!("max-clients reached: refusing a client stream");
+            return Err(tonic::Status::resource_exhausted("gateway full; try another gateway"));
+        };
+        let span = tracing::info_span!("presence.gateway.session", client_id = %uuid::Uuid::from_u128(client));
+        crate::trace::set_parent_from_metadata(&span, request.metadata());
+        let (tx, rx) = mpsc::channel(2);
+        let session = Session {
+            client,
+            tick: self.ticker.subscribe(client),
+            inbound: request.into_inner(),
+            outbound: tx,
+            reports: self.reports.clone(),
+            clock: self.clock.clone(),
+            timeout: self.timeout,
+            shutdown: self.ctx.shutdown.clone(),
+            metrics: self.metrics.clone(),
+        };
+        self.ctx.spawn(
+            async move {
+                session.run().await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+        let pings = tokio_stream::StreamExt::map(ReceiverStream::new(rx), session::Out::into_item);
+        Ok(tonic::Response::new(Box::pin(pings)))
+    }
+}
+
+/// The client's UUID from the `client-id` metadata.
+fn client_id(md: &tonic::metadata::MetadataMap) -> Result<u128, tonic::Status> {
+    let raw = md
+        .get(CLIENT_ID_HEADER)
+        .ok_or_else(|| tonic::Status::invalid_argument("missing `client-id` metadata (a UUID)"))?;
+    raw.to_str()
+        .ok()
+        .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
+        .map(|u| u.as_u128())
+        .ok_or_else(|| tonic::Status::invalid_argument("`client-id` metadata must be a UUID"))
+}

@@ -1,0 +1,211 @@
+//! End-to-end tests of presence on the real binary: gateway, status and clients as separate
+//! processes on 127.0.0.1, in embedded mode (memory bus + SQLite) and distributed mode
+//! (NATS JetStream + PostgreSQL), including `kill -9` of the status service and of a gateway.
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use switchboard_presence::fetch_online;
+use switchboard_testkit::free_port;
+
+/// A child process of the binary; SIGKILLed on drop so a failing test leaves nothing behind.
+struct Proc {
+    child: Child,
+    admin: u16,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let admin = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}"), "--grace", "5s"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn switchboard");
+        Self { child, admin }
+    }
+
+    /// `kill -9`.
+    fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The value of gauge `name` on this process's `/metrics` (0 if absent).
+    async fn gauge(&self, name: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin);
+        let Ok(res) = reqwest::get(&url).await else { return -1.0 };
+        let body = res.text().await.unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls until `probe` returns `want`; panics with the last value after `within`.
+async fn eventually<F, Fut>(what: &str, want: f64, within: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let deadline = Instant::now() + within;
+    let mut last = f64::NAN;
+    while Instant::now() < deadline {
+        last = probe().await;
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what}: last value {last}, expected {want} within {within:?}");
+}
+
+async fn online(url: &str) -> f64 {
+    fetch_online(url).await.map_or(-1.0, |n| n as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_counts_clients_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("presence.db").display());
+    let (gw_port, st_port) = (free_port(), free_port());
+    let gateway_listen = format!("127.0.0.1:{gw_port}");
+    let status_listen = format!("127.0.0.1:{st_port}");
+    let status_url = format!("http://{status_listen}");
+    let all_args = [
+        "presence",
+        "all",
+        "--gateway-listen",
+        &gateway_listen,
+        "--status-listen",
+        &status_listen,
+        "--store",
+        &store,
+    ];
+    let server = Proc::spawn(&all_args);
+    let clients = Proc::spawn(&[
+        "presence",
+        "clients",
+        "--count",
+        "25",
+        "--gateway",
+        &format!("http://{gateway_listen}"),
+        "--max-backoff",
+        "500ms",
+    ]);
+    eventually("online users", 25.0, Duration::from_secs(30), || online(&status_url)).await;
+
+    // kill -9 with clients connected: the restarted process answers with the same count.
+    server.kill9();
+    let server = Proc::spawn(&all_args);
+    eventually("online users after kill -9", 25.0, Duration::from_secs(20), || online(&status_url))
+        .await;
+    // And it stays exact (no double counting of reconnected clients).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(online(&status_url).await, 25.0);
+
+    assert!(clients.terminate().success(), "clients exit 0 on SIGTERM");
+    assert!(server.terminate().success(), "server drains and exits 0 on SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double_counting() {
+    let nats = switchboard_testkit::NatsServer::start();
+    let pg = switchboard_testkit::PostgresServer::start();
+    let (g1, g2, st) = (free_port(), free_port(), free_port());
+    let status_url = format!("http://127.0.0.1:{st}");
+    let gateway = |port: u16, id: &str| {
+        Proc::spawn(&[
+            "presence",
+            "gateway",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--bus",
+            &nats.url,
+            "--gateway-id",
+            id,
+        ])
+    };
+    let status_replica = |port: u16, replica: &str| {
+        Proc::spawn(&[
+            "presence",
+            "status",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--bus",
+            &nats.url,
+            "--store",
+            &pg.url,
+            "--replica-id",
+            replica,
+            "--snapshot-interval",
+            "1s",
+        ])
+    };
+    let gw1 = gateway(g1, "gw1");
+    let gw2 = gateway(g2, "gw2");
+    let status = status_replica(st, "a");
+    let clients = Proc::spawn(&[
+        "presence",
+        "clients",
+        "--count",
+        "40",
+        "--gateway",
+        &format!("http://127.0.0.1:{g1},http://127.0.0.1:{g2}"),
+        "--max-backoff",
+        "500ms",
+    ]);
+    eventually("online users", 40.0, Duration::from_secs(30), || online(&status_url)).await;
+    // A second replica started now rebuilds the window from the stream and agrees.
+    let st_b = free_port();
+    let status_b = status_replica(st_b, "b");
+    let url_b = format!("http://127.0.0.1:{st_b}");
+    eventually("online users on replica b", 40.0, Duration::from_secs(30), || online(&url_b)).await;
+    let on_gw2 = gw2.gauge("presence_gateway_sessions").await;
+    assert!(on_gw2 > 0.0 && on_gw2 < 40.0, "clients spread over both gateways ({on_gw2} on gw2)");
+
+    // A gateway dies with clients connected: they all move to the other one, counted once.
+    gw1.kill9();
+    eventually("sessions on gw2", 40.0, Duration::from_secs(20), || {
+        gw2.gauge("presence_gateway_sessions")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(online(&status_url).await, 40.0, "no double counting after failover");
+
+    // The status service is killed mid-run and restarted: same count from snapshot + stream.
+    status.kill9();
+    let status = status_replica(st, "a");
+    eventually("online users after status kill -9", 40.0, Duration::from_secs(20), || {
+        online(&status_url)
+    })
+    .await;
+
+    assert!(clients.terminate().success());
+    assert!(gw2.terminate().success());
+    assert!(status.terminate().success());
+    assert!(status_b.terminate().success());
+}
