@@ -1,12 +1,17 @@
 //! The jobproxy part of `switchboard demo`: a job-server simulator and a proxy in front of it,
 //! both on ephemeral loopback ports, stopping with the demo.
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use switchboard_core::{Ctx, Endpoint};
 
 use crate::jobserver::{JobServer, JobServerArgs};
 use crate::{Args, Result, proxy};
+
+// The proxy's flag defaults, checked at compile time.
+const MAX_HELD: NonZeroUsize = NonZeroUsize::new(20_000).unwrap();
+const ACCOUNT_QUEUE: NonZeroUsize = NonZeroUsize::new(4_096).unwrap();
 
 /// Starts the simulator and the proxy; returns their endpoints.
 ///
@@ -21,8 +26,8 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
             public_url: None,
             deadline: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(5),
-            max_held: 20_000,
-            account_queue: 4_096,
+            max_held: MAX_HELD,
+            account_queue: ACCOUNT_QUEUE,
             upstream_idle: Duration::from_secs(2),
             max_body: 65_536,
         },

@@ -6,6 +6,7 @@
 //! Shutdown: new starts get 503 at once, but the listener keeps accepting until every held
 //! request has ended, so callbacks for jobs already started can still land.
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,12 +55,12 @@ pub struct Args {
     pub upstream_timeout: Duration,
 
     /// Most requests in flight at once (held or passing through); further ones get 503.
-    #[arg(long, env = "SWITCHBOARD_MAX_HELD", default_value_t = 20_000)]
-    pub max_held: usize,
+    #[arg(long, env = "SWITCHBOARD_MAX_HELD", default_value = "20000")]
+    pub max_held: NonZeroUsize,
 
     /// Starts queued per account (each account has one upstream connection) before 503.
-    #[arg(long, env = "SWITCHBOARD_ACCOUNT_QUEUE", default_value_t = 4_096)]
-    pub account_queue: usize,
+    #[arg(long, env = "SWITCHBOARD_ACCOUNT_QUEUE", default_value = "4096")]
+    pub account_queue: NonZeroUsize,
 
     /// Close an account's upstream connection after this idle time, so other clients of the
     /// same account get their turn at the job server.
@@ -102,9 +103,6 @@ impl ProxyHandle {
 /// Invalid flags, or the address cannot be bound.
 pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let target = Target::parse(&args.upstream)?;
-    if args.max_held == 0 || args.account_queue == 0 {
-        return Err(Error::Config("--max-held and --account-queue must be positive".into()));
-    }
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| Error::Bind { addr: args.listen, source })?;
@@ -112,7 +110,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let public_url = public_url(args.public_url.as_deref(), addr)?;
     let shutdown = ctx.shutdown.clone();
     let config = LinkConfig {
-        queue: args.account_queue,
+        queue: args.account_queue.get(),
         idle: args.upstream_idle,
         timeout: args.upstream_timeout,
         max_body: args.max_body,
@@ -122,7 +120,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
         upstream: Upstream::new(target, config, ctx.tasks.clone(), shutdown.clone()),
         public_url,
         deadline: args.deadline,
-        held_limit: Semaphore::new(args.max_held),
+        held_limit: Semaphore::new(args.max_held.get()),
         shutdown: shutdown.clone(),
     });
     let app = router(Arc::clone(&proxy), args.max_body);

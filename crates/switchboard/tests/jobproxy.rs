@@ -118,3 +118,13 @@ async fn a_bad_upstream_url_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only http://"));
 }
+
+#[tokio::test]
+async fn zero_bounds_are_configuration_errors() {
+    for flag in ["--max-held", "--account-queue"] {
+        let args = ["jobproxy", "--upstream", "http://127.0.0.1:9", flag, "0"];
+        let out = Command::new(BIN).args(args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(64), "{flag} 0");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "{flag} 0");
+    }
+}
