@@ -12,6 +12,7 @@ use crate::{Args, Result, proxy};
 // The proxy's flag defaults, checked at compile time.
 const MAX_HELD: NonZeroUsize = NonZeroUsize::new(20_000).unwrap();
 const ACCOUNT_QUEUE: NonZeroUsize = NonZeroUsize::new(4_096).unwrap();
+const MAX_LINKS: NonZeroUsize = NonZeroUsize::new(1_024).unwrap();
 
 /// Starts the simulator and the proxy; returns their endpoints.
 ///
@@ -28,6 +29,7 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
             upstream_timeout: Duration::from_secs(5),
             max_held: MAX_HELD,
             account_queue: ACCOUNT_QUEUE,
+            max_links: MAX_LINKS,
             upstream_idle: Duration::from_secs(2),
             max_body: 65_536,
         },

@@ -62,6 +62,11 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_ACCOUNT_QUEUE", default_value = "4096")]
     pub account_queue: NonZeroUsize,
 
+    /// Most account links (each one upstream connection) open at once; a start for a new
+    /// account beyond this gets 503 until an idle link closes.
+    #[arg(long, env = "SWITCHBOARD_MAX_LINKS", default_value = "1024")]
+    pub max_links: NonZeroUsize,
+
     /// Close an account's upstream connection after this idle time, so other clients of the
     /// same account get their turn at the job server.
     #[arg(long, env = "SWITCHBOARD_UPSTREAM_IDLE", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -111,6 +116,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let shutdown = ctx.shutdown.clone();
     let config = LinkConfig {
         queue: args.account_queue.get(),
+        max_links: args.max_links.get(),
         idle: args.upstream_idle,
         timeout: args.upstream_timeout,
         max_body: args.max_body,
