@@ -385,3 +385,26 @@ async fn new_accounts_beyond_max_links_are_shed_until_a_link_closes() {
     assert_eq!(p.held(), 0);
     ctx.drain(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn held_requests_get_503_draining_once_the_drain_timeout_passes() {
+    let ctx = Ctx::new();
+    let server = sim(&ctx, &["--job-time", "30s"]).await;
+    let proxy_ctx = ctx.child();
+    let p = proxy(&proxy_ctx, server.addr(), &["--drain-timeout", "300ms"]).await;
+    let held = tokio::spawn({
+        let p = p.clone();
+        async move { job(&p).await }
+    });
+    assert!(eventually(Duration::from_secs(2), || p.held() == 1).await);
+    let began = Instant::now();
+    proxy_ctx.shutdown.cancel();
+    let (status, body) = held.await.unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json_of(&body)["error"], "draining");
+    assert!(began.elapsed() >= Duration::from_millis(300), "answered before the drain timeout");
+    tokio::time::timeout(Duration::from_secs(5), p.stopped()).await.expect("the proxy stops");
+    assert_eq!(p.held(), 0);
+    assert!(std::net::TcpStream::connect(p.addr).is_err(), "the listener is closed");
+    ctx.drain(Duration::from_secs(5)).await;
+}
