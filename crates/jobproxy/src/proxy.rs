@@ -4,8 +4,11 @@
 //! `wait:false` requests pass straight through (over the same per-account connection).
 //!
 //! Shutdown: new starts get 503 at once, but the listener keeps accepting until every held
-//! request has ended, so callbacks for jobs already started can still land.
+//! request has ended, so callbacks for jobs already started can still land. Held requests
+//! still waiting after `--drain-timeout` get 503 draining, so every client is answered before
+//! the binary's grace period ends.
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,17 +52,27 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
 
+    /// How long held requests may still wait once shutdown begins; then they get 503
+    /// draining. Keep it below the binary's `--grace` so every client gets an answer.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
     /// How long one start exchange with the job server may take before a 504.
     #[arg(long, env = "SWITCHBOARD_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
     /// Most requests in flight at once (held or passing through); further ones get 503.
-    #[arg(long, env = "SWITCHBOARD_MAX_HELD", default_value_t = 20_000)]
-    pub max_held: usize,
+    #[arg(long, env = "SWITCHBOARD_MAX_HELD", default_value = "20000")]
+    pub max_held: NonZeroUsize,
 
     /// Starts queued per account (each account has one upstream connection) before 503.
-    #[arg(long, env = "SWITCHBOARD_ACCOUNT_QUEUE", default_value_t = 4_096)]
-    pub account_queue: usize,
+    #[arg(long, env = "SWITCHBOARD_ACCOUNT_QUEUE", default_value = "4096")]
+    pub account_queue: NonZeroUsize,
+
+    /// Most account links (each one upstream connection) open at once; a start for a new
+    /// account beyond this gets 503 until an idle link closes.
+    #[arg(long, env = "SWITCHBOARD_MAX_LINKS", default_value = "1024")]
+    pub max_links: NonZeroUsize,
 
     /// Close an account's upstream connection after this idle time, so other clients of the
     /// same account get their turn at the job server.
@@ -79,6 +92,8 @@ pub(crate) struct Proxy {
     deadline: Duration,
     held_limit: Semaphore,
     shutdown: CancellationToken,
+    /// Cancelled when the drain has lasted `--drain-timeout`: held requests give up with 503.
+    drain_expired: CancellationToken,
 }
 
 /// A running proxy.
@@ -87,12 +102,18 @@ pub struct ProxyHandle {
     /// Where it listens.
     pub addr: SocketAddr,
     waiters: Arc<Waiters>,
+    stopped: CancellationToken,
 }
 
 impl ProxyHandle {
     /// Requests held right now (what the `jobproxy_held_requests` gauge shows).
     pub fn held(&self) -> usize {
         self.waiters.held()
+    }
+
+    /// Resolves once the proxy has drained and closed its listener.
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
     }
 }
 
@@ -102,9 +123,6 @@ impl ProxyHandle {
 /// Invalid flags, or the address cannot be bound.
 pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let target = Target::parse(&args.upstream)?;
-    if args.max_held == 0 || args.account_queue == 0 {
-        return Err(Error::Config("--max-held and --account-queue must be positive".into()));
-    }
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| Error::Bind { addr: args.listen, source })?;
@@ -112,7 +130,8 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let public_url = public_url(args.public_url.as_deref(), addr)?;
     let shutdown = ctx.shutdown.clone();
     let config = LinkConfig {
-        queue: args.account_queue,
+        queue: args.account_queue.get(),
+        max_links: args.max_links.get(),
         idle: args.upstream_idle,
         timeout: args.upstream_timeout,
         max_body: args.max_body,
@@ -122,24 +141,34 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
         upstream: Upstream::new(target, config, ctx.tasks.clone(), shutdown.clone()),
         public_url,
         deadline: args.deadline,
-        held_limit: Semaphore::new(args.max_held),
+        held_limit: Semaphore::new(args.max_held.get()),
         shutdown: shutdown.clone(),
+        drain_expired: CancellationToken::new(),
     });
     let app = router(Arc::clone(&proxy), args.max_body);
-    let waiters = Arc::clone(&proxy.waiters);
+    let (waiters, expired) = (Arc::clone(&proxy.waiters), proxy.drain_expired.clone());
+    let drain_timeout = args.drain_timeout;
+    let stopped = CancellationToken::new();
+    let done = stopped.clone();
     ctx.spawn(async move {
         let drained = async move {
             shutdown.cancelled().await;
             tracing::info!(held = waiters.held(), "jobproxy draining held requests");
-            waiters.idle().await;
+            if tokio::time::timeout(drain_timeout, waiters.idle()).await.is_err() {
+                // Past this the binary's grace would cut the connections without an answer.
+                tracing::warn!(held = waiters.held(), "drain timeout: answering held requests 503");
+                expired.cancel();
+                waiters.idle().await;
+            }
         };
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(drained).await {
             tracing::error!(error = %e, "jobproxy server failed");
         }
+        done.cancel();
     });
     ctx.health.set_ready("jobproxy", true);
     tracing::info!(%addr, upstream = %args.upstream, public_url = %proxy.public_url, "jobproxy listening");
-    Ok(ProxyHandle { addr, waiters: Arc::clone(&proxy.waiters) })
+    Ok(ProxyHandle { addr, waiters: Arc::clone(&proxy.waiters), stopped })
 }
 
 /// Rejects a bad `--upstream` while parsing flags (so the binary exits 64).
@@ -210,10 +239,7 @@ impl Proxy {
         let account = request.account.clone();
         let upstream_body =
             request.into_async(&format!("{}/callback/{}", self.public_url, hold.token()));
-        let started =
-            tokio::time::timeout_at(deadline, self.upstream.start(&account, upstream_body))
-                .await
-                .map_err(|_| Failure::CallbackTimeout(self.deadline))??;
+        let started = self.until(deadline, self.upstream.start(&account, upstream_body)).await??;
         drop(account);
         let head = accepted(&started)?;
         Span::current().record("job", head.id.as_str());
@@ -226,14 +252,30 @@ impl Proxy {
         if let Some(parked) = self.waiters.started(hold.token(), &head.id) {
             parked.count();
         }
-        let body = match tokio::time::timeout_at(deadline, report).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(_)) => return Err(Failure::Upstream("the held request was dropped".into())),
-            Err(_) => return Err(Failure::CallbackTimeout(self.deadline)),
-        };
+        let body = self
+            .until(deadline, report)
+            .await?
+            .map_err(|_| Failure::Upstream("the held request was dropped".into()))?;
         metrics::histogram!("jobproxy_held_seconds").record(began.elapsed().as_secs_f64());
         count("ok");
         Ok(report_response(body))
+    }
+}
+
+impl Proxy {
+    /// Waits for `fut` until the request's `deadline` (504), or until the shutdown drain has
+    /// run out of time (503 draining).
+    async fn until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, Failure> {
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, fut) => {
+                r.map_err(|_| Failure::CallbackTimeout(self.deadline))
+            }
+            () = self.drain_expired.cancelled() => Err(Failure::Draining),
+        }
     }
 }
 

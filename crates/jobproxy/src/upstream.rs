@@ -8,9 +8,14 @@
 //! server. A link closes its connection after `idle` without work, so other clients of the same
 //! account are not locked out of the job server by an idle socket of ours.
 //!
+//! Links are bounded (`max_links`): each holds a semaphore permit until its task ends, and a
+//! start for a new account while none is free is shed, so a client inventing account names
+//! cannot exhaust the proxy's file descriptors.
+//!
 //! Starts are not idempotent: a request is retried on a fresh connection only when hyper hands
 //! it back unsent (the keep-alive connection was found closed); once written, an error is final.
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -22,7 +27,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,6 +71,8 @@ impl Target {
 pub(crate) struct LinkConfig {
     /// Starts waiting per account before new ones are shed.
     pub queue: usize,
+    /// Links (one connection each) open at once; a new account beyond this is shed.
+    pub max_links: usize,
     /// Close an account's connection after this long without work.
     pub idle: Duration,
     /// Longest one start exchange (connect included) may take.
@@ -101,6 +108,8 @@ pub(crate) struct Upstream {
     config: LinkConfig,
     // A std Mutex: held for a map lookup and a `try_send`, never across an await.
     links: Mutex<HashMap<String, Link>>,
+    // One permit per live link task, so distinct accounts cannot exhaust file descriptors.
+    link_limit: Arc<Semaphore>,
     next_id: AtomicU64,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -120,6 +129,7 @@ impl Upstream {
             target,
             config,
             links: Mutex::default(),
+            link_limit: Arc::new(Semaphore::new(config.max_links)),
             next_id: AtomicU64::new(0),
             tasks,
             shutdown,
@@ -129,7 +139,7 @@ impl Upstream {
     /// Sends one start request for `account` over that account's connection.
     ///
     /// # Errors
-    /// The account's queue is full ([`Failure::Shed`]), or the exchange failed.
+    /// The account's queue is full or no link is free ([`Failure::Shed`]), or the exchange failed.
     pub async fn start(self: &Arc<Self>, account: &str, body: Bytes) -> Result<Answer, Failure> {
         let (reply, rx) = oneshot::channel();
         self.enqueue(account, Call { body, reply })?;
@@ -140,7 +150,10 @@ impl Upstream {
         let mut links = self.lock();
         // Twice at most: a link that just retired has a closed queue and is replaced once.
         for _ in 0..2 {
-            let link = links.entry(account.to_owned()).or_insert_with(|| self.spawn_link(account));
+            let link = match links.entry(account.to_owned()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.spawn_link(account)?),
+            };
             match link.tx.try_send(call) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -157,14 +170,25 @@ impl Upstream {
         Err(Failure::Upstream("no upstream link could be started".into()))
     }
 
-    fn spawn_link(self: &Arc<Self>, account: &str) -> Link {
+    fn spawn_link(self: &Arc<Self>, account: &str) -> Result<Link, Failure> {
+        let Ok(permit) = Arc::clone(&self.link_limit).try_acquire_owned() else {
+            metrics::counter!("jobproxy_shed_total", "bound" => "links").increment(1);
+            return Err(Failure::Shed("links"));
+        };
         let (tx, rx) = mpsc::channel(self.config.queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.tasks.spawn(Arc::clone(self).drive(account.to_owned(), id, rx));
-        Link { id, tx }
+        self.tasks.spawn(Arc::clone(self).drive(account.to_owned(), id, rx, permit));
+        Ok(Link { id, tx })
     }
 
-    async fn drive(self: Arc<Self>, account: String, id: u64, mut rx: mpsc::Receiver<Call>) {
+    /// Serves one account's queue; `_permit` is the link's slot, freed when this returns.
+    async fn drive(
+        self: Arc<Self>,
+        account: String,
+        id: u64,
+        mut rx: mpsc::Receiver<Call>,
+        _permit: OwnedSemaphorePermit,
+    ) {
         metrics::gauge!("jobproxy_upstream_links").increment(1);
         let mut conn: Option<Sender> = None;
         loop {

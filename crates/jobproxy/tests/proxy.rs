@@ -356,3 +356,55 @@ async fn the_link_reconnects_when_the_job_server_closes_its_connection() {
     }
     ctx.drain(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn new_accounts_beyond_max_links_are_shed_until_a_link_closes() {
+    let ctx = Ctx::new();
+    let server = sim(&ctx, &["--job-time", "10ms"]).await;
+    let flags = ["--max-links", "1", "--upstream-idle", "1s"];
+    let p = proxy(&ctx, server.addr(), &flags).await;
+    let url = format!("http://{}/", p.addr);
+    let (status, _) = call(&url, json!({"account": "a", "wait": true})).await;
+    assert_eq!(status, 200);
+    // Account a's link is idle but still open: account b finds no free link.
+    let (status, body) = call(&url, json!({"account": "b", "wait": true})).await;
+    assert_eq!(status, 503);
+    assert!(json_of(&body)["reason"].as_str().unwrap().contains("links"));
+    assert_eq!(server.connections(), 1, "the shed start never reached the job server");
+    // Once a's link retires, its slot is free again.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _) = call(&url, json!({"account": "b", "wait": true})).await;
+        if status == 200 {
+            break;
+        }
+        assert!(status == 503 && Instant::now() < end, "b never got a link: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.connections(), 2);
+    assert_eq!(p.held(), 0);
+    ctx.drain(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn held_requests_get_503_draining_once_the_drain_timeout_passes() {
+    let ctx = Ctx::new();
+    let server = sim(&ctx, &["--job-time", "30s"]).await;
+    let proxy_ctx = ctx.child();
+    let p = proxy(&proxy_ctx, server.addr(), &["--drain-timeout", "300ms"]).await;
+    let held = tokio::spawn({
+        let p = p.clone();
+        async move { job(&p).await }
+    });
+    assert!(eventually(Duration::from_secs(2), || p.held() == 1).await);
+    let began = Instant::now();
+    proxy_ctx.shutdown.cancel();
+    let (status, body) = held.await.unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json_of(&body)["error"], "draining");
+    assert!(began.elapsed() >= Duration::from_millis(300), "answered before the drain timeout");
+    tokio::time::timeout(Duration::from_secs(5), p.stopped()).await.expect("the proxy stops");
+    assert_eq!(p.held(), 0);
+    assert!(std::net::TcpStream::connect(p.addr).is_err(), "the listener is closed");
+    ctx.drain(Duration::from_secs(5)).await;
+}

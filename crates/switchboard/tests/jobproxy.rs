@@ -118,3 +118,39 @@ async fn a_bad_upstream_url_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only http://"));
 }
+
+#[tokio::test]
+async fn zero_bounds_are_configuration_errors() {
+    for flag in ["--max-held", "--account-queue"] {
+        let args = ["jobproxy", "--upstream", "http://127.0.0.1:9", flag, "0"];
+        let out = Command::new(BIN).args(args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(64), "{flag} 0");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "{flag} 0");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_answers_held_requests_within_the_grace() {
+    let (sim_addr, sim_url) = listen();
+    let sim = Role::start(&["sim", "jobserver", "--listen", &sim_addr, "--job-time", "60s"]).await;
+    let (proxy_addr, proxy_url) = listen();
+    let flags = ["--listen", &proxy_addr, "--upstream", &sim_url, "--drain-timeout", "1s"];
+    let proxy = Role::start(&[&["jobproxy"], &flags[..]].concat()).await;
+    let held = tokio::spawn(async move {
+        let body = serde_json::json!({"account": "acme", "wait": true});
+        let res = reqwest::Client::new().post(proxy_url).json(&body).send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    });
+    let end = Instant::now() + Duration::from_secs(10);
+    while proxy.metric("jobproxy_held_requests").await < 1.0 {
+        assert!(Instant::now() < end, "the job was never held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let began = Instant::now();
+    assert_eq!(proxy.terminate().await, Some(0));
+    assert!(began.elapsed() < Duration::from_secs(10), "exited after the grace");
+    let (status, body) = held.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    drop(sim);
+}
