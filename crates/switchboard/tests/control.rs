@@ -351,3 +351,27 @@ fn mutual_tls_between_console_and_agent() {
     drop(anonymous);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Polls until something listens on `listen` (the console bound its port).
+fn await_listening(listen: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {listen}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_while_waiting_for_agents_exits_0_at_once() {
+    let (listen, _) = addr();
+    let server = Proc::spawn(
+        &["control", "server", "--listen", &listen, "--wait-agents", "1", "--wait-timeout", "60s"],
+        TOKEN,
+    );
+    await_listening(&listen);
+    let sent = Instant::now();
+    sigterm(&server);
+    let (status, _, err) = server.finish();
+    assert!(status.success(), "console stopped while waiting: {status:?} {err}");
+    assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
+}
