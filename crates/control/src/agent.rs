@@ -36,15 +36,15 @@ pub struct AgentArgs {
     pub name: Option<String>,
 
     /// Shared secret presented to the console (prefer the env var: flags show in `ps`).
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub token: String,
 
     /// Calculations run at once at most; more are refused as busy.
-    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 64)]
+    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
     /// Largest accepted `calculate` duration, in seconds.
-    #[arg(long, env = "SWITCHBOARD_MAX_X", default_value_t = 3600.0)]
+    #[arg(long, env = "SWITCHBOARD_MAX_X", default_value_t = 3600.0, value_parser = crate::op::parse_max_x)]
     pub max_x: f64,
 
     /// Longest accepted `calculate` message, in bytes.
@@ -113,7 +113,9 @@ struct Agent {
 /// # Errors
 /// The flags are invalid, or the console refuses our token (retrying cannot help).
 pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
-    if args.max_in_flight == 0 || !(args.max_x.is_finite() && args.max_x >= 0.0) {
+    // Re-checked for callers that build the flags in code (demo, bench); clap already
+    // refuses these on the command line (exit 64).
+    if args.max_in_flight == 0 || !(0.0..=crate::op::MAX_X_CEILING).contains(&args.max_x) {
         return Err(Error::Config("--max-in-flight must be > 0 and --max-x finite, ≥ 0".into()));
     }
     let name = match &args.name {

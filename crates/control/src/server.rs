@@ -19,7 +19,7 @@ pub struct ServerArgs {
     pub listen: SocketAddr,
 
     /// Shared secret agents must present (prefer the env var: flags show in `ps`).
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub token: String,
 
     /// Run these `;`-separated commands, then exit (instead of reading stdin).

@@ -375,3 +375,27 @@ fn sigterm_while_waiting_for_agents_exits_0_at_once() {
     assert!(status.success(), "console stopped while waiting: {status:?} {err}");
     assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
 }
+
+#[test]
+fn invalid_flag_values_exit_64_before_anything_starts() {
+    let (listen, url) = addr();
+    let agent = |extra: &[&str], token: &str| {
+        let mut args = vec!["control", "agent", "--server", &url, "--name", "bad"];
+        args.extend(extra);
+        Proc::spawn(&args, token).finish()
+    };
+    for (extra, token, needle) in [
+        (&["--max-in-flight", "0"][..], TOKEN, "--max-in-flight"),
+        (&["--max-x", "inf"][..], TOKEN, "--max-x"),
+        (&["--max-x", "1e300"][..], TOKEN, "--max-x"),
+        (&["--token", ""][..], TOKEN, "--token"),
+    ] {
+        let (status, _, err) = agent(extra, token);
+        assert_eq!(status.code(), Some(64), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+    let server = Proc::spawn(&["control", "server", "--listen", &listen, "--token", ""], TOKEN);
+    let (status, _, err) = server.finish();
+    assert_eq!(status.code(), Some(64), "{err}");
+    assert!(err.contains("--token"), "{err}");
+}
