@@ -13,6 +13,8 @@ use switchboard_core::Ctx;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Endpoint;
 use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
@@ -93,8 +95,11 @@ struct Agent {
     args: AgentArgs,
     name: String,
     limits: Limits,
-    /// TLS towards the console, loaded once at start.
-    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Where to dial (with TLS if configured), built once at start: bad settings fail at once
+    /// instead of being retried forever.
+    endpoint: Endpoint,
+    /// `Bearer <token>`, checked once at start.
+    bearer: MetadataValue<Ascii>,
     machine: Machine,
     rate: RateLimit,
     /// Bounds calculations in flight; a permit lives as long as its calculation.
@@ -125,7 +130,9 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
     let cap = usize::try_from(args.max_in_flight).unwrap_or(usize::MAX);
     let (results_tx, results_rx) = mpsc::channel(cap);
     let mut agent = Agent {
-        tls: args.tls.load().await?,
+        endpoint: endpoint(&args).await?,
+        bearer: MetadataValue::try_from(format!("Bearer {}", args.token))
+            .map_err(|_| Error::Config("--token must be printable ASCII".into()))?,
         limits: Limits { max_x: args.max_x, max_msg_bytes: args.max_msg_bytes },
         machine: Machine::default(),
         rate: RateLimit::new(args.rate, args.burst, Instant::now()),
@@ -150,6 +157,9 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
                 backoff.reset();
                 tracing::warn!(agent = %agent.name, %reason, "session lost; reconnecting");
             }
+            Ok(SessionEnd::Refused(reason)) => {
+                tracing::warn!(agent = %agent.name, %reason, "attach refused; retrying");
+            }
             Err(Error::Unauthenticated(m)) => {
                 agent.stop_work().await;
                 return Err(Error::Unauthenticated(m));
@@ -165,6 +175,21 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
     }
     agent.stop_work().await;
     Ok(Exit::Shutdown)
+}
+
+/// The console endpoint described by the flags.
+async fn endpoint(args: &AgentArgs) -> Result<Endpoint> {
+    let mut endpoint = Endpoint::from_shared(args.server.clone())
+        .map_err(|e| Error::Config(format!("--server {}: {e}", args.server)))?
+        .connect_timeout(args.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    if let Some(tls) = args.tls.load().await? {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint)
 }
 
 impl Agent {

@@ -399,3 +399,16 @@ fn invalid_flag_values_exit_64_before_anything_starts() {
     assert_eq!(status.code(), Some(64), "{err}");
     assert!(err.contains("--token"), "{err}");
 }
+
+#[test]
+fn unusable_server_url_or_token_fails_at_once_instead_of_retrying() {
+    for (server, token, needle) in [
+        ("http://[::1", TOKEN, "--server"),
+        ("http://127.0.0.1:9", "control\u{1}char", "--token must be printable ASCII"),
+    ] {
+        let agent = Proc::spawn(&["control", "agent", "--server", server, "--name", "x"], token);
+        let (status, _, err) = agent.finish();
+        assert_eq!(status.code(), Some(1), "{server}: {err}");
+        assert!(err.contains(needle), "{server}: {err}");
+    }
+}
