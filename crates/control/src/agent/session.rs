@@ -183,7 +183,7 @@ impl Agent {
         self.calcs.spawn(async move {
             let started = Instant::now();
             let outcome = tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs_f64(x)) => {
+                () = tokio::time::sleep(Duration::try_from_secs_f64(x).unwrap_or(Duration::MAX)) => {
                     // The product: the agent prints the message when the work is done.
                     println!("{msg}");
                     tracing::info!(%agent, id, x, "calculation finished");
