@@ -13,6 +13,8 @@ use switchboard_core::Ctx;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Endpoint;
 use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
@@ -36,15 +38,15 @@ pub struct AgentArgs {
     pub name: Option<String>,
 
     /// Shared secret presented to the console (prefer the env var: flags show in `ps`).
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub token: String,
 
     /// Calculations run at once at most; more are refused as busy.
-    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 64)]
+    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
     /// Largest accepted `calculate` duration, in seconds.
-    #[arg(long, env = "SWITCHBOARD_MAX_X", default_value_t = 3600.0)]
+    #[arg(long, env = "SWITCHBOARD_MAX_X", default_value_t = 3600.0, value_parser = crate::op::parse_max_x)]
     pub max_x: f64,
 
     /// Longest accepted `calculate` message, in bytes.
@@ -93,8 +95,11 @@ struct Agent {
     args: AgentArgs,
     name: String,
     limits: Limits,
-    /// TLS towards the console, loaded once at start.
-    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Where to dial (with TLS if configured), built once at start: bad settings fail at once
+    /// instead of being retried forever.
+    endpoint: Endpoint,
+    /// `Bearer <token>`, checked once at start.
+    bearer: MetadataValue<Ascii>,
     machine: Machine,
     rate: RateLimit,
     /// Bounds calculations in flight; a permit lives as long as its calculation.
@@ -113,7 +118,9 @@ struct Agent {
 /// # Errors
 /// The flags are invalid, or the console refuses our token (retrying cannot help).
 pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
-    if args.max_in_flight == 0 || !(args.max_x.is_finite() && args.max_x >= 0.0) {
+    // Re-checked for callers that build the flags in code (demo, bench); clap already
+    // refuses these on the command line (exit 64).
+    if args.max_in_flight == 0 || !(0.0..=crate::op::MAX_X_CEILING).contains(&args.max_x) {
         return Err(Error::Config("--max-in-flight must be > 0 and --max-x finite, ≥ 0".into()));
     }
     let name = match &args.name {
@@ -123,7 +130,9 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
     let cap = usize::try_from(args.max_in_flight).unwrap_or(usize::MAX);
     let (results_tx, results_rx) = mpsc::channel(cap);
     let mut agent = Agent {
-        tls: args.tls.load().await?,
+        endpoint: endpoint(&args).await?,
+        bearer: MetadataValue::try_from(format!("Bearer {}", args.token))
+            .map_err(|_| Error::Config("--token must be printable ASCII".into()))?,
         limits: Limits { max_x: args.max_x, max_msg_bytes: args.max_msg_bytes },
         machine: Machine::default(),
         rate: RateLimit::new(args.rate, args.burst, Instant::now()),
@@ -148,6 +157,9 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
                 backoff.reset();
                 tracing::warn!(agent = %agent.name, %reason, "session lost; reconnecting");
             }
+            Ok(SessionEnd::Refused(reason)) => {
+                tracing::warn!(agent = %agent.name, %reason, "attach refused; retrying");
+            }
             Err(Error::Unauthenticated(m)) => {
                 agent.stop_work().await;
                 return Err(Error::Unauthenticated(m));
@@ -163,6 +175,21 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
     }
     agent.stop_work().await;
     Ok(Exit::Shutdown)
+}
+
+/// The console endpoint described by the flags.
+async fn endpoint(args: &AgentArgs) -> Result<Endpoint> {
+    let mut endpoint = Endpoint::from_shared(args.server.clone())
+        .map_err(|e| Error::Config(format!("--server {}: {e}", args.server)))?
+        .connect_timeout(args.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    if let Some(tls) = args.tls.load().await? {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint)
 }
 
 impl Agent {

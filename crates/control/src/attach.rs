@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt as _};
 use switchboard_core::Ctx;
 use tokio::sync::Semaphore;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
@@ -64,6 +64,7 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
         tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
     let max = gate.max_message_bytes;
+    let max_conns = gate.max_agents.saturating_add(crate::listener::SPARE_CONNECTIONS);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = gate.tls.clone() {
         builder = builder.tls_config(tls)?;
@@ -78,6 +79,7 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tcp_nodelay(true)
+        .concurrency_limit_per_connection(4)
         .add_service(
             ControlServer::new(service)
                 .max_decoding_message_size(max)
@@ -85,7 +87,7 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
         );
     let shutdown = ctx.shutdown.clone();
     ctx.spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
+        let incoming = crate::listener::incoming(listener, max_conns);
         if let Err(e) =
             server.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         {

@@ -139,7 +139,12 @@ impl Console {
         };
         let head = format!("[{name}] {verb} #{}", ticket.id);
         let reply = match tokio::time::timeout(self.reply_timeout, ticket.replies.recv()).await {
-            Err(_) => return format!("{head} -> no reply within {:?}", self.reply_timeout),
+            Err(_) => {
+                // Nobody waits any more: drop the routing entry, or an agent that never
+                // answers would grow its pending table without bound.
+                self.fleet.forget(&name, ticket.id);
+                return format!("{head} -> no reply within {:?}", self.reply_timeout);
+            }
             Ok(None) => return format!("{head} -> agent disconnected before replying"),
             Ok(Some(r)) => r,
         };
@@ -219,5 +224,21 @@ mod tests {
         };
         assert_eq!(describe(&r), "refused (not_ready): send start");
         assert!(sanitize(&"x".repeat(5000)).ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn a_reply_timeout_forgets_the_pending_command() {
+        let fleet = Fleet::new(8);
+        let _silent = fleet.attach("silent", AgentState::Ready).unwrap();
+        let mut console = Console::new(
+            fleet.clone(),
+            Printer::Stdout,
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+        );
+        for _ in 0..3 {
+            assert!(console.run_line("ping").await == Flow::Continue);
+        }
+        assert_eq!(fleet.list()[0].pending, 0, "timed-out commands leave no routing entry");
     }
 }

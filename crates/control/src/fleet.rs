@@ -156,6 +156,13 @@ impl Fleet {
         Ok(Ticket { id, replies: rx })
     }
 
+    /// Stops routing replies of command `id` to agent `name`'s waiter (it gave up).
+    pub(crate) fn forget(&self, name: &str, id: u64) {
+        if let Some(m) = self.lock().get(name) {
+            lock(&m.pending).remove(&id);
+        }
+    }
+
     /// Names of the attached agents, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.lock().keys().cloned().collect();

@@ -25,6 +25,7 @@ mod console;
 mod demo;
 mod error;
 mod fleet;
+mod listener;
 mod op;
 pub mod proto;
 mod rate;

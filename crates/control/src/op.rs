@@ -22,6 +22,23 @@ impl Default for Limits {
     }
 }
 
+/// Ceiling of `--max-x`: about 31 years, far beyond any real job yet well inside what a
+/// timer can represent (a bigger `x` would overflow the sleep).
+pub const MAX_X_CEILING: f64 = 1e9;
+
+/// Parses `--max-x`: a finite number of seconds within `0..=MAX_X_CEILING`.
+///
+/// # Errors
+/// Not a number, not finite, negative or above the ceiling.
+pub fn parse_max_x(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    if (0.0..=MAX_X_CEILING).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("must be finite, within 0..={MAX_X_CEILING} seconds; got {s}"))
+    }
+}
+
 /// A validated operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {

@@ -38,7 +38,8 @@ impl RateLimit {
         if self.tokens >= 1.0 || self.per_second <= 0.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64((1.0 - self.tokens) / self.per_second)
+        // A tiny rate gives a wait too long for a Duration; "never" is the honest answer.
+        Duration::try_from_secs_f64((1.0 - self.tokens) / self.per_second).unwrap_or(Duration::MAX)
     }
 }
 
@@ -58,5 +59,14 @@ mod tests {
         // A long pause refills only up to the burst.
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| r.try_take(later)).count(), 3);
+    }
+
+    #[test]
+    fn a_tiny_rate_does_not_overflow_the_retry_hint() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(1e-300, 1, t0);
+        assert!(r.try_take(t0));
+        assert!(!r.try_take(t0));
+        assert_eq!(r.retry_after(), Duration::MAX);
     }
 }

@@ -19,7 +19,7 @@ pub struct ServerArgs {
     pub listen: SocketAddr,
 
     /// Shared secret agents must present (prefer the env var: flags show in `ps`).
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub token: String,
 
     /// Run these `;`-separated commands, then exit (instead of reading stdin).
@@ -98,13 +98,20 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
     let addr = attach::serve(args.listen, args.gate().await?, fleet.clone(), &ctx).await?;
     ctx.health.set_ready("control-server", true);
 
-    if args.wait_agents > 0 && !fleet.wait_for(args.wait_agents, args.wait_timeout).await {
-        return Err(Error::Config(format!(
-            "only {} of {} agents attached to {addr} within {:?}",
-            fleet.len(),
-            args.wait_agents,
-            args.wait_timeout
-        )));
+    if args.wait_agents > 0 {
+        // SIGTERM during the wait is a normal stop, not a failed wait.
+        let reached = tokio::select! {
+            () = ctx.shutdown.cancelled() => return Ok(()),
+            r = fleet.wait_for(args.wait_agents, args.wait_timeout) => r,
+        };
+        if !reached {
+            return Err(Error::Config(format!(
+                "only {} of {} agents attached to {addr} within {:?}",
+                fleet.len(),
+                args.wait_agents,
+                args.wait_timeout
+            )));
+        }
     }
     let source = match (&args.exec, std::io::IsTerminal::is_terminal(&std::io::stdin())) {
         (Some(script), _) => Source::Script(script.clone()),

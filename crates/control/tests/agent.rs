@@ -239,3 +239,46 @@ async fn calculations_never_block_and_terminate_cancels_them() {
     tokio::time::timeout(WAIT, agent).await.expect("agent exits after terminate").unwrap();
     assert!(!ctx.shutdown.is_cancelled(), "the agent ended by itself, not by shutdown");
 }
+
+/// A console that turns every attach down, counting the attempts.
+struct Refusing {
+    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl Control for Refusing {
+    type AttachStream = ReceiverStream<Result<Command, Status>>;
+
+    async fn attach(
+        &self,
+        _request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(Status::resource_exhausted("console full"))
+    }
+}
+
+#[tokio::test]
+async fn a_refused_attach_backs_off_instead_of_hammering() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let attempts = std::sync::Arc::default();
+    let console = Refusing { attempts: std::sync::Arc::clone(&attempts) };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ControlServer::new(console))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let argv = ["control", "agent", "--server", &url, "--token", "t", "--name", "refused"];
+    let argv = argv.into_iter().chain(["--backoff-min", "20ms", "--backoff-max", "400ms"]);
+    let cmd = Cli::parse_from(argv).cmd;
+    let ctx = Ctx::new();
+    let agent = tokio::spawn(switchboard_control::run(cmd, ctx.clone()));
+    // Over one second, a doubling backoff (≥ 10, 20, 40, … ms) allows at most ~9 attempts;
+    // resetting to the minimum after each refusal would allow 50 or more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctx.shutdown.cancel();
+    tokio::time::timeout(WAIT, agent).await.expect("agent stops").unwrap().expect("clean stop");
+    let n = attempts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..15).contains(&n), "{n} attach attempts in 1 s");
+}

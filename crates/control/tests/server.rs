@@ -135,3 +135,31 @@ async fn hostile_agents_are_refused_and_the_console_keeps_serving() {
     }
     ctx.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn idle_unauthenticated_connections_are_capped() {
+    use tokio::io::AsyncReadExt as _;
+    let listen = format!("127.0.0.1:{}", switchboard_testkit::free_port());
+    let url = format!("http://{listen}");
+    let ctx = Ctx::new();
+    let argv = ["server", "--listen", &listen, "--token", TOKEN, "--stay", "--max-agents", "1"];
+    spawn_role(&argv, &ctx);
+    connectable(&url).await;
+    // --max-agents 1 allows 1 + 64 spare connections; these idle ones never authenticate.
+    let mut held = Vec::new();
+    for _ in 0..65 {
+        held.push(tokio::net::TcpStream::connect(&listen).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection over the cap is closed");
+    // Freed slots are reusable: a real attach succeeds once the idle peers leave.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while attach(&url, Some(TOKEN), vec![hello("late")]).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "attach never succeeded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ctx.shutdown.cancel();
+}

@@ -351,3 +351,64 @@ fn mutual_tls_between_console_and_agent() {
     drop(anonymous);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Polls until something listens on `listen` (the console bound its port).
+fn await_listening(listen: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {listen}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_while_waiting_for_agents_exits_0_at_once() {
+    let (listen, _) = addr();
+    let server = Proc::spawn(
+        &["control", "server", "--listen", &listen, "--wait-agents", "1", "--wait-timeout", "60s"],
+        TOKEN,
+    );
+    await_listening(&listen);
+    let sent = Instant::now();
+    sigterm(&server);
+    let (status, _, err) = server.finish();
+    assert!(status.success(), "console stopped while waiting: {status:?} {err}");
+    assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
+}
+
+#[test]
+fn invalid_flag_values_exit_64_before_anything_starts() {
+    let (listen, url) = addr();
+    let agent = |extra: &[&str], token: &str| {
+        let mut args = vec!["control", "agent", "--server", &url, "--name", "bad"];
+        args.extend(extra);
+        Proc::spawn(&args, token).finish()
+    };
+    for (extra, token, needle) in [
+        (&["--max-in-flight", "0"][..], TOKEN, "--max-in-flight"),
+        (&["--max-x", "inf"][..], TOKEN, "--max-x"),
+        (&["--max-x", "1e300"][..], TOKEN, "--max-x"),
+        (&["--token", ""][..], TOKEN, "--token"),
+    ] {
+        let (status, _, err) = agent(extra, token);
+        assert_eq!(status.code(), Some(64), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+    let server = Proc::spawn(&["control", "server", "--listen", &listen, "--token", ""], TOKEN);
+    let (status, _, err) = server.finish();
+    assert_eq!(status.code(), Some(64), "{err}");
+    assert!(err.contains("--token"), "{err}");
+}
+
+#[test]
+fn unusable_server_url_or_token_fails_at_once_instead_of_retrying() {
+    for (server, token, needle) in [
+        ("http://[::1", TOKEN, "--server"),
+        ("http://127.0.0.1:9", "control\u{1}char", "--token must be printable ASCII"),
+    ] {
+        let agent = Proc::spawn(&["control", "agent", "--server", server, "--name", "x"], token);
+        let (status, _, err) = agent.finish();
+        assert_eq!(status.code(), Some(1), "{server}: {err}");
+        assert!(err.contains(needle), "{server}: {err}");
+    }
+}

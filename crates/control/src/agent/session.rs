@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use switchboard_core::Ctx;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
 
 use super::Agent;
 use crate::op::{Op, Refusal};
@@ -36,22 +34,15 @@ pub(super) enum SessionEnd {
     Shutdown,
     /// The stream broke or the console went away; reconnect.
     Lost(String),
+    /// The console turned the attach down (full, duplicate name, handshake timed out):
+    /// retry with a growing backoff, since it was never a working session.
+    Refused(String),
 }
 
 impl Agent {
     /// Connects, attaches and serves one session.
     pub(super) async fn session(&mut self, ctx: &Ctx, health_key: &str) -> Result<SessionEnd> {
-        let mut endpoint = Endpoint::from_shared(self.args.server.clone())
-            .map_err(|e| Error::Config(format!("--server {}: {e}", self.args.server)))?
-            .connect_timeout(self.args.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        if let Some(tls) = self.tls.clone() {
-            endpoint = endpoint.tls_config(tls)?;
-        }
-        let channel = endpoint.connect().await?;
+        let channel = self.endpoint.connect().await?;
         let mut client = ControlClient::new(channel)
             .max_decoding_message_size(self.args.max_message_bytes)
             .max_encoding_message_size(self.args.max_message_bytes);
@@ -65,17 +56,17 @@ impl Agent {
         // Cannot fail: the queue is fresh and its receiver is alive.
         let _ = out_tx.try_send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) });
         let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
-        let bearer = MetadataValue::try_from(format!("Bearer {}", self.args.token))
-            .map_err(|_| Error::Config("--token must be printable ASCII".into()))?;
-        request.metadata_mut().insert("authorization", bearer);
+        request.metadata_mut().insert("authorization", self.bearer.clone());
 
         let attach = tokio::time::timeout(self.args.connect_timeout, client.attach(request));
         let mut inbound = match attach.await {
-            Err(_) => return Ok(SessionEnd::Lost("attach handshake timed out".into())),
+            Err(_) => return Ok(SessionEnd::Refused("attach handshake timed out".into())),
             Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated => {
                 return Err(Error::Unauthenticated(s.message().to_owned()));
             }
-            Ok(Err(s)) => return Ok(SessionEnd::Lost(format!("attach refused: {}", s.message()))),
+            Ok(Err(s)) => {
+                return Ok(SessionEnd::Refused(format!("attach refused: {}", s.message())));
+            }
             Ok(Ok(response)) => response.into_inner(),
         };
         tracing::info!(agent = %self.name, server = %self.args.server, "attached");
@@ -192,7 +183,7 @@ impl Agent {
         self.calcs.spawn(async move {
             let started = Instant::now();
             let outcome = tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs_f64(x)) => {
+                () = tokio::time::sleep(Duration::try_from_secs_f64(x).unwrap_or(Duration::MAX)) => {
                     // The product: the agent prints the message when the work is done.
                     println!("{msg}");
                     tracing::info!(%agent, id, x, "calculation finished");

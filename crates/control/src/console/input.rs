@@ -97,13 +97,11 @@ pub(crate) fn spawn_input(source: Source, fleet: Fleet) -> Result<Input> {
             // Not on the ctx tracker: a read of stdin cannot be cancelled, and shutdown must
             // not wait for the operator to type something.
             tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let line = if line.len() > MAX_LINE {
-                        format!("# line of {} bytes refused (limit {MAX_LINE})", line.len())
-                    } else {
-                        line
-                    };
+                let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+                while let Ok(Some(line)) = read_line(&mut stdin, MAX_LINE).await {
+                    let line = line.unwrap_or_else(|len| {
+                        format!("# line of {len} bytes refused (limit {MAX_LINE})")
+                    });
                     if tx.send(line).await.is_err() {
                         break;
                     }
@@ -129,6 +127,45 @@ pub(crate) fn spawn_input(source: Source, fleet: Fleet) -> Result<Input> {
             Ok(Input { lines, printer, done: Some(done) })
         }
     }
+}
+
+/// Reads one line of at most `max` bytes without buffering more: a longer line is read to
+/// its end and discarded, and only its length is returned (`Err`). `None` at end of input.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Option<Result<String, usize>>> {
+    let mut line = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            if len == 0 {
+                return Ok(None);
+            }
+            break;
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1),
+            None => (buf, buf.len()),
+        };
+        len += chunk.len();
+        if len <= max {
+            line.extend_from_slice(chunk);
+        }
+        let newline = done > chunk.len();
+        r.consume(done);
+        if newline {
+            break;
+        }
+    }
+    if len > max {
+        return Ok(Some(Err(len)));
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(Ok(String::from_utf8_lossy(&line).into_owned())))
 }
 
 fn edit_loop(
@@ -222,6 +259,20 @@ mod tests {
         let history = rustyline::history::DefaultHistory::new();
         let (_, pairs) = c.complete(line, line.len(), &Context::new(&history)).unwrap();
         pairs.into_iter().map(|p| p.replacement).collect()
+    }
+
+    #[tokio::test]
+    async fn long_stdin_lines_are_measured_not_buffered() {
+        let long = "x".repeat(100);
+        let text = format!("ping\r\n{long}\nagents\nlast");
+        let mut r = tokio::io::BufReader::with_capacity(8, text.as_bytes());
+        let mut got = Vec::new();
+        while let Some(l) = read_line(&mut r, 10).await.unwrap() {
+            got.push(l);
+        }
+        let want: Vec<Result<String, usize>> =
+            vec![Ok("ping".into()), Err(100), Ok("agents".into()), Ok("last".into())];
+        assert_eq!(got, want);
     }
 
     #[test]
