@@ -58,40 +58,66 @@ pub async fn append(store: &Store, entries: &[(String, usize)], now_ms: i64) -> 
 ///
 /// # Errors
 /// The store fails (the transaction is rolled back: the entries stay in the journal), or an
-/// entry is not a JSON array of events (cannot happen with our collector; the transaction is
-/// rolled back and the caller logs it).
+/// entry is not a JSON array of events (cannot happen with our collector; nothing is taken
+/// and the caller logs it).
 pub async fn take_and_fold(store: &Store, max_entries: usize) -> Result<Folded> {
     let limit = i64::try_from(max_entries).unwrap_or(i64::MAX);
-    macro_rules! run {
-        ($pool:expr, $take:expr, $fold:path) => {{
-            let mut tx = $pool.begin().await?;
-            let bodies: Vec<String> =
-                sqlx::query_scalar($take).bind(limit).fetch_all(&mut *tx).await?;
-            let (events, entries) = decode(&bodies)?;
-            let fresh = $fold(&mut *tx, &events).await?;
-            tx.commit().await?;
-            Folded { entries, events: events.len() as u64, fresh }
-        }};
-    }
-    Ok(match store {
-        Store::Sqlite(pool) => {
-            let _writer = SQLITE_WRITER.lock().await;
-            run!(
-                pool,
-                "DELETE FROM tracker_outbox WHERE seq IN \
-             (SELECT seq FROM tracker_outbox ORDER BY seq LIMIT ?) RETURNING body",
-                readmodel::sqlite::fold
-            )
-        }
+    match store {
+        Store::Sqlite(pool) => take_and_fold_sqlite(pool, limit).await,
         // SKIP LOCKED lets several workers take disjoint entries concurrently.
-        Store::Postgres(pool) => run!(
-            pool,
-            "DELETE FROM tracker_outbox WHERE seq IN \
-             (SELECT seq FROM tracker_outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING body",
-            readmodel::postgres::fold
-        ),
-    })
+        Store::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            let bodies: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM tracker_outbox WHERE seq IN \
+                 (SELECT seq FROM tracker_outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING body",
+            )
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let (events, entries) = decode(&bodies)?;
+            let fresh = readmodel::postgres::fold(&mut tx, &events, None).await?;
+            tx.commit().await?;
+            Ok(Folded { entries, events: events.len() as u64, fresh })
+        }
+    }
+}
+
+/// SQLite has one writer, so everything that needs no write lock happens before taking it:
+/// reading the entries (a WAL snapshot, which does not block the collector), decoding them
+/// and aggregating their deltas. Inside the write transaction the entries are deleted by
+/// their `seq` range; `AUTOINCREMENT` never reuses or back-fills a `seq`, so the range now
+/// holds at most the entries read, and fewer only if another worker (another process
+/// sharing the file) folded some meanwhile: then nothing is folded and the next round reads
+/// afresh. Consuming and folding still commit together, so exactly-once is unchanged.
+async fn take_and_fold_sqlite(pool: &sqlx::SqlitePool, limit: i64) -> Result<Folded> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, body FROM tracker_outbox ORDER BY seq LIMIT ?")
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    let (Some(&(first, _)), Some(&(last, _))) = (rows.first(), rows.last()) else {
+        return Ok(Folded::default());
+    };
+    let bodies: Vec<String> = rows.into_iter().map(|(_, body)| body).collect();
+    let (events, entries) = decode(&bodies)?;
+    let deltas = readmodel::Deltas::of(&events);
+    let _writer = SQLITE_WRITER.lock().await;
+    let mut tx = pool.begin().await?;
+    let taken = sqlx::query("DELETE FROM tracker_outbox WHERE seq BETWEEN ? AND ?")
+        .bind(first)
+        .bind(last)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if taken != entries {
+        tx.rollback().await?;
+        tracing::debug!(entries, taken, "outbox entries taken by another worker; rereading");
+        return Ok(Folded::default());
+    }
+    let fresh = readmodel::sqlite::fold(&mut tx, &events, Some(deltas)).await?;
+    tx.commit().await?;
+    Ok(Folded { entries, events: events.len() as u64, fresh })
 }
 
 /// Events waiting in the journal.

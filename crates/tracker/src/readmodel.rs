@@ -22,13 +22,23 @@ pub const DAY_MS: i64 = 86_400_000;
 
 /// Read-model deltas of one batch, keyed like the tables.
 #[derive(Default)]
-struct Deltas<'a> {
+pub(crate) struct Deltas<'a> {
     minutes: HashMap<(i64, &'a str, &'a str), i64>,
     objects: HashSet<(i64, &'a str, i64)>,
     subjects: HashMap<(i64, &'a str, &'a str, i64), i64>,
 }
 
 impl<'a> Deltas<'a> {
+    /// The deltas of all `events`, as if every one were new. Computed before the write
+    /// transaction, they keep the aggregation out of SQLite's single-writer section.
+    pub(crate) fn of(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut d = Self::default();
+        for e in events {
+            d.add(e);
+        }
+        d
+    }
+
     fn add(&mut self, e: &'a Event) {
         let minute = e.ts_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
         let day = e.ts_ms.div_euclid(DAY_MS);
@@ -46,10 +56,13 @@ macro_rules! fold_for {
         use crate::event::Event;
 
         /// Inserts `events` (skipping ids already stored) and folds the new ones into the
-        /// read model. Returns how many were new.
-        pub(crate) async fn fold(
+        /// read model. Returns how many were new. `all_new` are the deltas of all `events`
+        /// when the caller computed them already; they are used only if no event was stored
+        /// before (otherwise the deltas are recomputed from the new events alone).
+        pub(crate) async fn fold<'a>(
             conn: &mut <$db as sqlx::Database>::Connection,
-            events: &[Event],
+            events: &'a [Event],
+            all_new: Option<Deltas<'a>>,
         ) -> sqlx::Result<u64> {
             let mut fresh: Vec<&Event> = Vec::with_capacity(events.len());
             for chunk in events.chunks(RAW_CHUNK) {
@@ -76,10 +89,10 @@ macro_rules! fold_for {
                     fresh.extend(chunk.iter().filter(|e| ids.contains(&e.id)));
                 }
             }
-            let mut d = Deltas::default();
-            for e in &fresh {
-                d.add(e);
-            }
+            let d = match all_new {
+                Some(d) if fresh.len() == events.len() => d,
+                _ => Deltas::of(fresh.iter().copied()),
+            };
             let minutes: Vec<_> = d.minutes.into_iter().collect();
             for chunk in minutes.chunks(UPSERT_CHUNK) {
                 let mut qb = QueryBuilder::<$db>::new(
@@ -143,13 +156,13 @@ pub async fn fold_batch(store: &switchboard_store::Store, events: &[Event]) -> c
     Ok(match store {
         Store::Sqlite(pool) => {
             let mut tx = pool.begin().await?;
-            let fresh = sqlite::fold(&mut tx, events).await?;
+            let fresh = sqlite::fold(&mut tx, events, None).await?;
             tx.commit().await?;
             fresh
         }
         Store::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            let fresh = postgres::fold(&mut tx, events).await?;
+            let fresh = postgres::fold(&mut tx, events, None).await?;
             tx.commit().await?;
             fresh
         }
