@@ -199,7 +199,7 @@ async fn embedded_pipeline_on_real_processes() {
 
     // Rejections change nothing.
     let mut bad = event(1);
-    bad["datetimeStamp"] = json!(123);
+    bad["datetimeStamp"] = json!(4_102_444_800i64); // 2100-01-01: beyond --max-clock-skew
     let (status, body) = t.post("/track", bad.to_string().into_bytes(), false).await;
     assert_eq!(status, 400);
     assert_eq!(body["problems"][0]["field"], "datetimeStamp", "{body}");

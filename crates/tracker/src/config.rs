@@ -48,9 +48,10 @@ pub struct CollectorArgs {
     #[arg(long, env = "SWITCHBOARD_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
 
-    /// Oldest accepted `datetimeStamp`, relative to now.
-    #[arg(long, env = "SWITCHBOARD_MAX_EVENT_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
-    pub max_event_age: Duration,
+    /// Oldest accepted `datetimeStamp`, relative to now (e.g. `7d`). Unset: any past time is
+    /// accepted, since Logektor clients backfill history (the contract's own example is `123`).
+    #[arg(long, env = "SWITCHBOARD_MAX_EVENT_AGE", value_parser = humantime::parse_duration)]
+    pub max_event_age: Option<Duration>,
 
     /// How far in the future a `datetimeStamp` may be (client clock skew).
     #[arg(long, env = "SWITCHBOARD_MAX_CLOCK_SKEW", default_value = "5m", value_parser = humantime::parse_duration)]

@@ -57,13 +57,15 @@ pub struct Problem {
 #[derive(Clone)]
 pub struct Validator {
     clock: Arc<dyn Clock>,
-    max_age_ms: i64,
+    /// `None`: any past time is accepted (Logektor clients backfill history).
+    max_age_ms: Option<i64>,
     max_skew_ms: i64,
 }
 
 impl Validator {
-    /// Accepts timestamps from `max_age_ms` in the past to `max_skew_ms` in the future of `clock`.
-    pub fn new(clock: Arc<dyn Clock>, max_age_ms: i64, max_skew_ms: i64) -> Self {
+    /// Accepts timestamps up to `max_skew_ms` in the future of `clock` and, when `max_age_ms` is
+    /// set, no older than that.
+    pub fn new(clock: Arc<dyn Clock>, max_age_ms: Option<i64>, max_skew_ms: i64) -> Self {
         Self { clock, max_age_ms, max_skew_ms }
     }
 
@@ -132,8 +134,10 @@ impl Validator {
             },
         };
         let ms = if raw < SECONDS_CEILING { raw.saturating_mul(1000) } else { raw };
-        if ms < now - self.max_age_ms {
-            report(field, format!("{raw} is more than {} s in the past", self.max_age_ms / 1000));
+        if let Some(max_age_ms) = self.max_age_ms
+            && ms < now - max_age_ms
+        {
+            report(field, format!("{raw} is more than {} s in the past", max_age_ms / 1000));
             return None;
         }
         if ms > now + self.max_skew_ms {
@@ -213,7 +217,7 @@ mod tests {
     const NOW_MS: i64 = 1_700_000_000_000;
 
     fn validator() -> Validator {
-        Validator::new(Arc::new(ManualClock::new(NOW_MS)), 86_400_000, 300_000)
+        Validator::new(Arc::new(ManualClock::new(NOW_MS)), Some(86_400_000), 300_000)
     }
 
     fn check(v: Value) -> (Option<Event>, Vec<Problem>) {
@@ -293,8 +297,17 @@ mod tests {
         assert!(at(NOW_MS + 300_000).is_empty());
         assert_eq!(fields(&at(NOW_MS - 86_400_001)), ["datetimeStamp"]);
         assert_eq!(fields(&at(NOW_MS + 300_001)), ["datetimeStamp"]);
-        // The example in the brief (123 s after the epoch) is not a sane event time.
-        assert!(at(123)[0].problem.contains("in the past"));
+        assert!(at(123)[0].problem.contains("in the past"), "with --max-event-age set");
+    }
+
+    #[test]
+    fn without_a_max_age_the_briefs_example_is_accepted() {
+        let v = Validator::new(Arc::new(ManualClock::new(NOW_MS)), None, 300_000);
+        let ev = json!({"objectId":2,"objectType":"user","action":"view","subjectId":2,"subjectType":"article","datetimeStamp":123});
+        let mut problems = Vec::new();
+        let event = v.check(0, &ev, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(event.map(|e| e.ts_ms), Some(123_000));
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub async fn start_collector(
     let state = CollectorState {
         validator: Validator::new(
             Arc::new(SystemClock),
-            ms(args.max_event_age),
+            args.max_event_age.map(ms),
             ms(args.max_clock_skew),
         ),
         limits: Limits { max_body_bytes: args.max_body_bytes, max_events: args.max_batch_events },

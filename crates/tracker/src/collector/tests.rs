@@ -22,7 +22,7 @@ struct Fixture {
 }
 
 fn validator() -> Validator {
-    Validator::new(Arc::new(ManualClock::new(NOW_MS)), 86_400_000, 300_000)
+    Validator::new(Arc::new(ManualClock::new(NOW_MS)), Some(86_400_000), 300_000)
 }
 
 fn limits() -> Limits {
