@@ -9,6 +9,8 @@ mod cli;
 mod demo;
 
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -89,11 +91,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::process::exit(EXIT_INTERRUPTED.into());
     });
 
-    // The grace period bounds the whole stop: the role's own drain plus its spawned tasks.
+    // The grace period bounds the whole stop: the role's own drain plus its spawned tasks,
+    // counted from the moment shutdown began.
     let grace = cli.grace;
-    let deadline = async {
-        ctx.shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
+    let stop_began = Arc::new(OnceLock::new());
+    let deadline = {
+        let stop_began = Arc::clone(&stop_began);
+        let token = ctx.shutdown.clone();
+        async move {
+            token.cancelled().await;
+            let _ = stop_began.set(Instant::now());
+            tokio::time::sleep(grace).await;
+        }
     };
     let outcome = tokio::select! {
         outcome = dispatch(cli.command, ctx.clone(), admin_addr) => outcome,
@@ -103,7 +112,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
 
-    if !ctx.drain(grace).await {
+    let remaining = stop_began.get().map_or(grace, |t: &Instant| grace.saturating_sub(t.elapsed()));
+    if !ctx.drain(remaining).await {
         tracing::warn!(?grace, "some tasks did not finish within the grace period");
     }
     admin_token.cancel();

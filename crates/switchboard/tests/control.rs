@@ -408,7 +408,7 @@ fn unusable_server_url_or_token_fails_at_once_instead_of_retrying() {
     ] {
         let agent = Proc::spawn(&["control", "agent", "--server", server, "--name", "x"], token);
         let (status, _, err) = agent.finish();
-        assert_eq!(status.code(), Some(1), "{server}: {err}");
+        assert_eq!(status.code(), Some(64), "a configuration error: {server}: {err}");
         assert!(err.contains(needle), "{server}: {err}");
     }
 }
