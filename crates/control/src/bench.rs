@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use switchboard_core::Ctx;
+use switchboard_core::stats::quantile;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -53,9 +54,7 @@ impl Summary {
     }
 
     fn percentile_us(&self, p: f64) -> f64 {
-        let Some(last) = self.samples.len().checked_sub(1) else { return 0.0 };
-        let idx = ((p / 100.0) * last as f64).round() as usize;
-        self.samples[idx.min(last)].as_secs_f64() * 1e6
+        quantile(&self.samples, p / 100.0).as_secs_f64() * 1e6
     }
 
     fn json(&self) -> serde_json::Value {

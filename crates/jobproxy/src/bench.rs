@@ -10,6 +10,7 @@
 //! simulator and the load generator run in this process.
 use std::time::{Duration, Instant};
 
+use switchboard_core::stats::quantile;
 use switchboard_core::{CancellationToken, Ctx};
 
 use crate::jobserver::{JobServer, JobServerArgs};
@@ -137,8 +138,8 @@ async fn measure(args: &BenchArgs, server: &JobServer, proxy: &ProxyProcess) -> 
     outcome.latencies.sort();
     let added: Vec<Duration> =
         outcome.latencies.iter().map(|l| l.saturating_sub(args.hold)).collect();
-    r.added_p50 = load::quantile(&added, 0.5);
-    r.added_p99 = load::quantile(&added, 0.99);
+    r.added_p50 = quantile(&added, 0.5);
+    r.added_p99 = quantile(&added, 0.99);
     r.added_max = added.last().copied().unwrap_or_default();
     r.held_failures = outcome.failures;
     r.first_failure = outcome.first_failure;
