@@ -3,13 +3,15 @@
 //! [`router`] is separate from [`serve`] so tests can call it with `oneshot`, and so
 //! services with their own HTTP port can merge it into theirs.
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Health, Result};
@@ -56,6 +58,51 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
     Ok(())
 }
 
+/// One `GET path` to the admin server at `addr` (an unspecified IP such as `0.0.0.0` means
+/// this host's loopback): the status code and body. Used as a container health check, where
+/// the image carries no HTTP client of its own.
+///
+/// # Errors
+/// The server is unreachable, does not answer within `timeout`, or answers garbage.
+pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String)> {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        // HTTP/1.0: the server closes after the answer, so reading to the end is the framing.
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.take(PROBE_MAX_BYTES).read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from {addr} within {timeout:?}"),
+        )
+    })??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status =
+        head.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an HTTP answer from {addr}"),
+            )
+        })?;
+    Ok((status, body.to_owned()))
+}
+
+/// Largest answer [`probe`] reads (the metrics page of a busy process fits easily).
+const PROBE_MAX_BYTES: u64 = 16 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +133,26 @@ mod tests {
         let (code, body) = get_path(app, "/metrics").await;
         assert_eq!(code, StatusCode::OK);
         assert!(body.contains("core_admin_test_total 3"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn probe_reads_status_and_body_over_a_real_socket() {
+        let health = Health::new();
+        health.register("x");
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router(health.clone()), stop.clone()));
+        // 0.0.0.0 (how containers bind the admin server) is probed on loopback.
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+        let t = Duration::from_secs(5);
+        let (code, body) = probe(unspecified, "/readyz", t).await.unwrap();
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("\"ready\":false"), "{body}");
+        health.set_ready("x", true);
+        assert_eq!(probe(addr, "/readyz", t).await.unwrap().0, 200);
+        assert_eq!(probe(addr, "/healthz", t).await.unwrap(), (200, "ok\n".to_owned()));
+        stop.cancel();
+        server.await.unwrap().unwrap();
+        assert!(probe(addr, "/healthz", t).await.is_err(), "nothing listens any more");
     }
 }

@@ -55,6 +55,16 @@ pub enum Command {
     Client(ClientArgs),
     /// Many simulated clients in one process.
     Clients(ClientsArgs),
+    /// Asks a status service for the online count and prints it (StatusReader, one call).
+    Online(OnlineArgs),
+}
+
+/// `switchboard presence online` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OnlineArgs {
+    /// StatusReader URL of a status service.
+    #[arg(long, env = "SWITCHBOARD_STATUS", default_value = "http://127.0.0.1:50052")]
+    pub status: String,
 }
 
 /// `switchboard presence all` flags: the gateway's and the status service's.
@@ -100,6 +110,11 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
         }
         Command::Client(args) => client::run(args, ctx).await,
         Command::Clients(args) => clients::run(args, ctx).await,
+        Command::Online(args) => {
+            let online = status::fetch_online(&args.status).await?;
+            println!("{online}");
+            Ok(())
+        }
     }
 }
 

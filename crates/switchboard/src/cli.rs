@@ -62,6 +62,20 @@ pub enum Command {
     /// Benchmarks: a human table and one JSON line, with a reference measured in the same run.
     #[command(subcommand)]
     Bench(Bench),
+    /// GETs a path of a running process's admin server (at `--admin-addr`) and prints the body;
+    /// exit 0 on a 2xx answer, 1 otherwise. The container image's health check.
+    Probe(ProbeArgs),
+}
+
+/// `switchboard probe` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Path to GET (`/readyz`, `/healthz`, `/metrics`).
+    #[arg(default_value = "/readyz")]
+    pub path: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `switchboard demo` flags.
