@@ -11,6 +11,21 @@ use sqlx::sqlite::{
 
 use crate::{Error, Result, migration};
 
+/// Server-side limits of every PostgreSQL session we open. A client that vanishes mid
+/// transaction (partitioned, frozen, SIGKILLed with a half-open socket) must not keep its row
+/// locks: other replicas would wait on them until the kernel's two-hour keepalive. With these,
+/// the server ends such a session within ~30 s and its transaction rolls back:
+/// * idle in a transaction for 15 s (our transactions never pause between statements);
+/// * an unanswered keepalive probe after 10 s idle + 3 × 5 s;
+/// * data it sends unacknowledged for 20 s (the client stopped reading).
+const SESSION_LIMITS: [(&str, &str); 5] = [
+    ("idle_in_transaction_session_timeout", "15s"),
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "20000"),
+];
+
 /// How long [`Store::connect`] waits for a PostgreSQL server that is still starting.
 pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
@@ -94,7 +109,7 @@ impl Store {
 
     async fn connect_postgres(url: &str, wait: Duration) -> Result<Self> {
         let connect_err = |source| Error::Connect { url: redact(url), source };
-        let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        let opts = PgConnectOptions::from_str(url).map_err(connect_err)?.options(SESSION_LIMITS);
         // The pool would retry a refused connection until its acquire timeout and then report
         // only "timed out"; probing first keeps the real cause for the error message.
         let deadline = Instant::now() + wait;

@@ -91,3 +91,37 @@ async fn connect_waits_for_a_server_that_is_starting() {
     store.close().await;
     drop(pg);
 }
+
+/// A replica that vanishes in the middle of a transaction (partitioned, frozen) must not hold
+/// its row locks for ever: the server ends a session idle in a transaction, so the others go
+/// on. Found cutting a tracker worker off the network under load (scripts/deploy-test.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_idle_releases_its_locks() {
+    let pg = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap();
+    let store = Store::connect(&pg.url).await.unwrap();
+    let pool = store.postgres().unwrap();
+    pg_exec(&store, "CREATE TABLE hot (k INT PRIMARY KEY, n INT)").await;
+    pg_exec(&store, "INSERT INTO hot VALUES (1, 0)").await;
+    let limit: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(limit, "15s");
+
+    // The "vanished" replica: locks the row, then sends nothing more.
+    let mut stuck = pool.begin().await.unwrap();
+    sqlx::query("UPDATE hot SET n = n + 1 WHERE k = 1").execute(&mut *stuck).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let other = tokio::time::timeout(
+        Duration::from_secs(60),
+        sqlx::query("UPDATE hot SET n = n + 10 WHERE k = 1").execute(pool),
+    )
+    .await
+    .expect("the lock is released once the server ends the idle session")
+    .unwrap();
+    assert_eq!(other.rows_affected(), 1);
+    assert!(started.elapsed() >= Duration::from_secs(10), "it waited for the timeout");
+    assert!(stuck.commit().await.is_err(), "the idle transaction was ended by the server");
+    assert_eq!(pg_count(&store, "SELECT n::BIGINT FROM hot WHERE k = 1").await, 10);
+}
