@@ -46,6 +46,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Command::Probe(probe) = &cli.command {
+        // No telemetry and no admin server of its own: it runs beside the process it probes,
+        // whose admin address it shares (`SWITCHBOARD_ADMIN_ADDR`).
+        return run_probe(cli.admin_addr, probe);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -53,13 +58,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // A blocking read of stdin (the console in a container: stdin open, nothing typed) cannot
+    // be cancelled; dropping the runtime would wait for it for ever. Everything that matters
+    // has drained within --grace by now.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             let message = describe(&e);
             tracing::error!(error = %message, "exiting after error");
             eprintln!("error: {message}");
             if is_config_error(&e) { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+fn run_probe(addr: std::net::SocketAddr, args: &cli::ProbeArgs) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(switchboard_core::Error::from)
+        .and_then(|rt| rt.block_on(admin::probe(addr, &args.path, args.timeout)));
+    match outcome {
+        Ok((status, body)) => {
+            print!("{body}");
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: GET {} on {addr} answered {status}", args.path);
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: GET {} on {addr}: {e}", args.path);
+            ExitCode::FAILURE
         }
     }
 }
@@ -195,6 +228,7 @@ async fn dispatch(
         Command::Bench(Bench::Jobproxy(args)) => switchboard_jobproxy::bench(args, ctx).await?,
         Command::Bench(Bench::Control(args)) => switchboard_control::bench(args, ctx).await?,
         Command::Bench(Bench::Tracker(args)) => switchboard_tracker::bench(args, ctx).await?,
+        Command::Probe(_) => unreachable!("probe runs before the runtime starts"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -275,6 +275,22 @@ fn sigterm_drains_the_agent_and_the_console_and_both_exit_0() {
     assert!(status.success(), "console after SIGTERM: {status:?} {err}");
 }
 
+/// As in a container (`docker run -i`, compose `stdin_open`): stdin stays open and nothing is
+/// typed. The blocking read of stdin must not keep the process alive after the drain.
+#[test]
+fn sigterm_stops_a_console_whose_stdin_stays_open() {
+    let (listen, _) = addr();
+    let mut server = Proc::spawn(&["control", "server", "--listen", &listen, "--stay"], TOKEN);
+    let open_stdin = server.child.stdin.take();
+    await_listening(&listen);
+    let sent = Instant::now();
+    sigterm(&server);
+    let (status, _, err) = server.finish();
+    drop(open_stdin);
+    assert!(status.success(), "console with open stdin after SIGTERM: {status:?} {err}");
+    assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
+}
+
 /// Writes a throw-away CA, a console certificate for 127.0.0.1 and an agent client
 /// certificate into `dir` with the `openssl` command.
 fn make_certs(dir: &std::path::Path) {
