@@ -200,7 +200,7 @@ impl Bus {
         } else if url.starts_with("nats:") || url.starts_with("tls:") {
             Engine::Nats(nats::NatsBus::connect(url).await?)
         } else {
-            return Err(Error::UnsupportedUrl(url.to_owned()));
+            return Err(Error::UnsupportedUrl(switchboard_core::redact::url(url)));
         };
         Ok(Self { engine })
     }

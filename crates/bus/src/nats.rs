@@ -40,28 +40,59 @@ pub(crate) struct NatsSubscription {
     sub: async_nats::Subscriber,
 }
 
-/// The URL without credentials, for logs and errors.
-fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 fn engine(context: &str, e: impl std::fmt::Display) -> Error {
     Error::Engine(format!("{context}: {e}"))
 }
 
+/// What a NATS URL may carry before the host: `user:password@` or a `token@`.
+#[derive(Debug, PartialEq)]
+enum Credentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// `url` (one server or a comma-separated list) without credentials, and the credentials of
+/// the first server that has them.
+fn split_credentials(url: &str) -> (String, Option<Credentials>) {
+    let mut found = None;
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|server| {
+            let (scheme, rest) = server.split_once("://").unwrap_or(("", server));
+            let host_start = rest.find('/').unwrap_or(rest.len());
+            let Some((userinfo, host)) = rest[..host_start].rsplit_once('@') else {
+                return server.to_owned();
+            };
+            if found.is_none() {
+                found = Some(match userinfo.split_once(':') {
+                    Some((user, pass)) => Credentials::UserPassword(user.into(), pass.into()),
+                    None => Credentials::Token(userinfo.into()),
+                });
+            }
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}{host}{}", &rest[host_start..])
+        })
+        .collect();
+    (servers.join(","), found)
+}
+
 impl NatsBus {
     pub(crate) async fn connect(url: &str) -> Result<Self> {
-        let server = redact(url);
+        let server = switchboard_core::redact::url(url);
         let dropped =
             Arc::new(Shed::new("bus_dropped_total", "nats", "slow_subscriber", server.clone()));
         let for_events = server.clone();
-        let client = ConnectOptions::new()
+        // Credentials go to the client as options, never inside the URL it keeps: the URL
+        // appears in its own debug logs.
+        let (servers, credentials) = split_credentials(url);
+        let options = match credentials {
+            Some(Credentials::UserPassword(user, pass)) => {
+                ConnectOptions::with_user_and_password(user, pass)
+            }
+            Some(Credentials::Token(token)) => ConnectOptions::with_token(token),
+            None => ConnectOptions::new(),
+        };
+        let client = options
             .name("switchboard")
             .event_callback(move |event| {
                 let dropped = Arc::clone(&dropped);
@@ -77,7 +108,7 @@ impl NatsBus {
                     }
                 }
             })
-            .connect(url)
+            .connect(servers.as_str())
             .await
             .map_err(|e| engine(&format!("connecting to {server}"), e))?;
         let js = Arc::new(jetstream::new(client.clone()));
@@ -247,12 +278,21 @@ pub(crate) async fn respond(
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{Credentials, split_credentials};
 
     #[test]
-    fn credentials_never_reach_logs() {
-        assert_eq!(redact("nats://user:secret@10.0.0.1:4222"), "nats://***@10.0.0.1:4222");
-        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(redact("tls://tok@host"), "tls://***@host");
+    fn credentials_leave_the_url() {
+        assert_eq!(
+            split_credentials("nats://u:p@h:4222"),
+            ("nats://h:4222".into(), Some(Credentials::UserPassword("u".into(), "p".into())))
+        );
+        assert_eq!(
+            split_credentials("tls://tok@h,tls://h2:4222"),
+            ("tls://h,tls://h2:4222".into(), Some(Credentials::Token("tok".into())))
+        );
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".into(), None)
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! * [`health`] — readiness that turns 503 once shutdown starts.
 //! * [`admin`] — the admin HTTP router (`/healthz`, `/readyz`, `/metrics`) and a server helper.
 //! * [`shutdown`] — SIGINT/SIGTERM → cancel → drain with a deadline; the [`Ctx`] every role gets.
+//! * [`redact`] — credentials masked out of every URL that reaches output.
 //! * [`stats`] — quantiles for the benchmark programs.
 //! * [`window`] — clocks (real and manual) and wall-clock-aligned time windows.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod config;
 mod error;
 pub mod health;
+pub mod redact;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;

@@ -49,12 +49,17 @@ impl Target {
     /// # Errors
     /// Not an absolute `http://` URL with a host.
     pub fn parse(url: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Config(format!("--upstream {url:?}: {why}"));
+        let shown = switchboard_core::redact::url(url);
+        let bad = |why: &str| Error::Config(format!("--upstream {shown:?}: {why}"));
         let uri: http::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
         if uri.scheme_str() != Some("http") {
             return Err(bad("only http:// upstreams are supported"));
         }
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            // It would travel upstream in the Host header, and the job server has no login.
+            return Err(bad("credentials in the URL are not supported"));
+        }
         let base = uri.path().trim_end_matches('/');
         let path = if base.ends_with("/start") { base.to_owned() } else { format!("{base}/start") };
         Ok(Self {

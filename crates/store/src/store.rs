@@ -9,6 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use switchboard_core::redact::url as redact;
+
 use crate::{Error, Result, migration};
 
 /// Server-side limits of every PostgreSQL session we open. A client that vanishes mid
@@ -83,7 +85,7 @@ impl Store {
     }
 
     async fn connect_sqlite(url: &str) -> Result<Self> {
-        let connect_err = |source| Error::Connect { url: url.to_owned(), source };
+        let connect_err = |source| Error::Connect { url: redact(url), source };
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(connect_err)?
             .create_if_missing(true)
@@ -205,43 +207,5 @@ fn server_starting(e: &sqlx::Error) -> bool {
         // 57P03 cannot_connect_now: starting up, recovering, shutting down.
         sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
         _ => false,
-    }
-}
-
-/// `url` without its password (`user:pass@` or `?password=`), for error messages and logs.
-fn redact(url: &str) -> String {
-    let url = match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}://{}@{}", &url[..s], user, &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    };
-    match url.split_once('?') {
-        Some((base, query)) => {
-            let kept: Vec<&str> =
-                query.split('&').filter(|kv| !kv.starts_with("password=")).collect();
-            if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
-        }
-        None => url,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_hides_password() {
-        assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u@h:5/db");
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact("mysql://u:p@h/db"), "mysql://u@h/db");
-        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact("postgres://h/db?password=x&sslmode=require"),
-            "postgres://h/db?sslmode=require"
-        );
-        assert_eq!(redact("postgres://h/db?password=x"), "postgres://h/db");
     }
 }
