@@ -85,7 +85,8 @@ until_ok() {
 
 # ---- containers -----------------------------------------------------------------------------
 ids() { compose ps -q "$1"; }
-first() { ids "$1" | head -n 1; }
+# sed, not head: head would leave `compose ps` writing to a closed pipe (SIGPIPE + pipefail).
+first() { ids "$1" | sed -n 1p; }
 metric() { # CONTAINER NAME_REGEX: sum of the matching samples of its /metrics
   docker exec "$1" switchboard probe /metrics 2>/dev/null |
     awk -v re="^$2( |\\{)" '$0 ~ re { s += $NF } END { printf "%d\n", s }'
@@ -191,13 +192,6 @@ counted() { # TAG: events of that subject type in the read model
 counted_at_least() { # TAG N
   local n
   n=$(counted "$1") && [ "$n" -ge "$2" ] || { echo "counted ${n:-?} of $2"; return 1; }
-}
-redelivered() { # deliveries of tracker batches that JetStream had to repeat
-  docker exec "$(first nats)" wget -qO- 'http://127.0.0.1:8222/jsz?consumers=true' | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(sum(c["num_redelivered"] for a in d.get("account_details", []) for s in a.get("stream_detail", [])
-          if s["name"] == "TRACKER_EVENTS" for c in (s.get("consumer_detail") or [])))'
 }
 worker_metric() { # NAME: summed over the workers
   local id total=0
@@ -337,7 +331,7 @@ check worker-partition "the other worker counts every 202" tracker_exact "$tag"
 check worker-partition "docker network connect worker" docker network connect "$net" "$wk"
 check worker-partition "counts exact after it reconnects" tracker_exact "$tag"
 record worker-partition "redelivered batches, folded as duplicates" ok 0 \
-  "$(redelivered) redelivered, $(worker_metric tracker_worker_duplicates_total) duplicate events folded to nothing"
+  "$(worker_metric bus_redelivered_total) redeliveries fetched, $(worker_metric tracker_worker_duplicates_total) duplicate events folded to nothing"
 steady worker-partition
 
 # Graceful stop: SIGTERM, every switchboard role drains and exits 0 within its grace (the

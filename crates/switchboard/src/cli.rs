@@ -74,7 +74,7 @@ pub struct ProbeArgs {
     #[arg(default_value = "/readyz")]
     pub path: String,
     /// Give up after this long.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
 
