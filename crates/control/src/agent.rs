@@ -49,13 +49,10 @@ pub struct AgentArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_X", default_value_t = 3600.0, value_parser = crate::op::parse_max_x)]
     pub max_x: f64,
 
-    /// Longest accepted `calculate` message, in bytes.
-    #[arg(long, env = "SWITCHBOARD_MAX_MSG_BYTES", default_value_t = 1024)]
+    /// Longest accepted `calculate` message, in bytes (at most 65536, the console's limit);
+    /// longer ones are refused as invalid_argument and the session goes on.
+    #[arg(long, env = "SWITCHBOARD_MAX_MSG_BYTES", default_value_t = 1024, value_parser = crate::op::parse_max_msg_bytes)]
     pub max_msg_bytes: usize,
-
-    /// Largest gRPC message accepted from the console, in bytes (bigger ones end the session).
-    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
-    pub max_message_bytes: usize,
 
     /// Commands executed per second, sustained; above it commands are refused as rate-limited.
     #[arg(long, env = "SWITCHBOARD_RATE", default_value_t = 200.0)]
@@ -211,7 +208,6 @@ impl AgentArgs {
             max_in_flight: 64,
             max_x: 3600.0,
             max_msg_bytes: 1024,
-            max_message_bytes: 16 * 1024,
             rate: 200.0,
             burst: 400,
             backoff_min: Duration::from_millis(100),

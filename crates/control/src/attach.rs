@@ -32,8 +32,6 @@ pub struct Gate {
     pub token: String,
     /// Agents attached at once at most.
     pub max_agents: usize,
-    /// Largest gRPC message accepted, in bytes.
-    pub max_message_bytes: usize,
     /// Messages per second accepted from one agent; an agent above it is disconnected.
     pub reply_rate: f64,
     /// TLS (and, with a client CA, mutual TLS); `None` serves plaintext.
@@ -63,7 +61,7 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
-    let max = gate.max_message_bytes;
+    let max = crate::op::MAX_WIRE_BYTES;
     let max_conns = gate.max_agents.saturating_add(crate::listener::SPARE_CONNECTIONS);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = gate.tls.clone() {

@@ -51,7 +51,7 @@ impl Console {
         finish_timeout: Duration,
     ) -> Self {
         // The console only rejects what no agent could accept; agents apply their own limits.
-        let limits = Limits { max_x: f64::MAX, max_msg_bytes: 64 * 1024 };
+        let limits = Limits { max_x: f64::MAX, max_msg_bytes: crate::op::MAX_MSG_BYTES };
         let watchers = TaskTracker::new();
         Self { fleet, out, limits, target: None, reply_timeout, finish_timeout, watchers }
     }

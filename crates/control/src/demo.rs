@@ -19,13 +19,7 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
     // A fresh secret per run: the demo is loopback-only, but it shows the real setup.
     let token = uuid::Uuid::new_v4().simple().to_string();
     let fleet = Fleet::new(64);
-    let gate = Gate {
-        token: token.clone(),
-        max_agents: 100,
-        max_message_bytes: 16 * 1024,
-        reply_rate: 1000.0,
-        tls: None,
-    };
+    let gate = Gate { token: token.clone(), max_agents: 100, reply_rate: 1000.0, tls: None };
     let addr = attach::serve(([127, 0, 0, 1], 0).into(), gate, fleet.clone(), ctx).await?;
     let url = format!("http://{addr}");
     for name in AGENTS {

@@ -38,6 +38,7 @@ use switchboard_core::{Ctx, Endpoint};
 pub use agent::AgentArgs;
 pub use bench::BenchArgs;
 pub use error::{Error, Result};
+pub use op::{MAX_MSG_BYTES, MAX_WIRE_BYTES};
 pub use server::ServerArgs;
 pub use tls::{AgentTls, ServerTls};
 

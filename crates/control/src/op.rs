@@ -7,6 +7,34 @@ use std::fmt;
 
 use crate::proto::{self, RefusalCode, command};
 
+/// Longest `calculate` message anything in this service accepts, in bytes. The one source
+/// of every size limit of the console↔agent path: the ceiling of the agent's
+/// `--max-msg-bytes`, the console's own check, the gRPC message caps on both ends
+/// ([`MAX_WIRE_BYTES`]) and the console's input line. Whatever one layer accepts, the next
+/// accepts too, so a valid command can never break a session.
+pub const MAX_MSG_BYTES: usize = 64 * 1024;
+
+/// Room for everything around the message in one gRPC message: ids, agent name, state,
+/// outcome codes and refusal reasons (all short and bounded by our own code).
+const ENVELOPE_BYTES: usize = 4 * 1024;
+
+/// Largest gRPC message either end sends or accepts: any command or reply that carries a
+/// message of up to [`MAX_MSG_BYTES`] fits; anything bigger is not from a peer of ours.
+pub const MAX_WIRE_BYTES: usize = MAX_MSG_BYTES + ENVELOPE_BYTES;
+
+/// Parses `--max-msg-bytes`: 1 ..= [`MAX_MSG_BYTES`].
+///
+/// # Errors
+/// Not a number, zero, or above the ceiling.
+pub fn parse_max_msg_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{s:?} is not a byte count: {e}"))?;
+    if (1..=MAX_MSG_BYTES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be within 1..={MAX_MSG_BYTES} bytes; got {s}"))
+    }
+}
+
 /// Bounds applied to every incoming command's arguments.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {

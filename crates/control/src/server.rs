@@ -50,10 +50,6 @@ pub struct ServerArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_AGENTS", default_value_t = 10_000)]
     pub max_agents: usize,
 
-    /// Largest gRPC message accepted from an agent, in bytes.
-    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
-    pub max_message_bytes: usize,
-
     /// Commands queued per agent; more are refused at the console as busy.
     #[arg(long, env = "SWITCHBOARD_AGENT_QUEUE", default_value_t = 64)]
     pub agent_queue: usize,
@@ -76,7 +72,6 @@ impl ServerArgs {
             tls: self.tls.load().await?,
             token: self.token.clone(),
             max_agents: self.max_agents,
-            max_message_bytes: self.max_message_bytes,
             reply_rate: self.reply_rate,
         })
     }

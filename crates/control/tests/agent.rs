@@ -130,7 +130,7 @@ async fn next_session(sessions: &mut mpsc::Receiver<Session>) -> Session {
 
 #[tokio::test]
 async fn hostile_commands_are_refused_and_the_agent_keeps_serving() {
-    let (mut sessions, ctx, _agent) = setup(&["--max-message-bytes", "4096"]).await;
+    let (mut sessions, ctx, _agent) = setup(&[]).await;
     let mut s = next_session(&mut sessions).await;
     let hello = s.hello().await;
     assert_eq!((hello.name.as_str(), hello.state()), ("victim", AgentState::Unready));
@@ -161,8 +161,25 @@ async fn hostile_commands_are_refused_and_the_agent_keeps_serving() {
     }
     assert!(is_pong(&s.call(ping()).await), "still serving after hostile commands");
 
-    // A message above the size cap ends the session; the agent reconnects and keeps its state.
-    s.send(calc(0.1, &"z".repeat(10_000))).await;
+    // Around the agent's --max-msg-bytes (1024): limit-1 and limit run, limit+1 is refused,
+    // and the session goes on.
+    for (len, runs) in [(1023, true), (1024, true), (1025, false)] {
+        let r = s.call(calc(0.0, &"m".repeat(len))).await;
+        assert_eq!(matches!(r.outcome, Some(reply::Outcome::Accepted(_))), runs, "{len}: {r:?}");
+        if runs {
+            let done = s.next_reply().await;
+            assert!(matches!(done.outcome, Some(reply::Outcome::Finished(_))), "{done:?}");
+        }
+    }
+    // The console's own ceiling fits the wire: refused by the agent's check, not the codec.
+    let (code, _) =
+        refusal(&s.call(calc(0.0, &"m".repeat(switchboard_control::MAX_MSG_BYTES))).await);
+    assert_eq!(code, RefusalCode::InvalidArgument);
+    assert!(is_pong(&s.call(ping()).await), "still serving");
+
+    // Only a message no console of ours sends (above the wire cap) ends the session; the agent
+    // reconnects and keeps its state.
+    s.send(calc(0.1, &"z".repeat(switchboard_control::MAX_WIRE_BYTES + 1))).await;
     let mut s = next_session(&mut sessions).await;
     assert_eq!(s.hello().await.state(), AgentState::Ready, "state survives the reconnect");
     assert!(is_pong(&s.call(ping()).await));

@@ -85,8 +85,6 @@ async fn hostile_agents_are_refused_and_the_console_keeps_serving() {
         "--stay",
         "--reply-rate",
         "50",
-        "--max-message-bytes",
-        "2048",
     ];
     spawn_role(&server, &ctx);
     connectable(&url).await;

@@ -275,6 +275,93 @@ fn sigterm_drains_the_agent_and_the_console_and_both_exit_0() {
     assert!(status.success(), "console after SIGTERM: {status:?} {err}");
 }
 
+/// The message limit end to end, on real processes: the console accepts up to its ceiling
+/// (65,536 bytes), each agent up to its `--max-msg-bytes`. Below and at a limit the command
+/// runs; above it the first layer that sees it refuses it clearly, and the session keeps
+/// serving (no oversized gRPC message, no reconnect, no lost command).
+#[test]
+fn message_limits_agree_from_console_to_agent() {
+    let ceiling = switchboard_control::MAX_MSG_BYTES;
+    let (listen, url) = addr();
+    let small = Proc::agent(&url, "small"); // --max-msg-bytes 1024 (the default)
+    let big = Proc::spawn(
+        &[
+            "control",
+            "agent",
+            "--server",
+            &url,
+            "--name",
+            "big",
+            "--max-msg-bytes",
+            &ceiling.to_string(),
+        ],
+        TOKEN,
+    );
+    let msg = |n: usize| "m".repeat(n);
+    // Piped on stdin, one command per line: the script is bigger than one argv string may be.
+    let mut script = String::from("start\n");
+    for n in [1023, 1024, 1025, 20_000] {
+        script.push_str(&format!("@small calculate 0 \"{}\"\n", msg(n)));
+    }
+    script.push_str("@small ping\n");
+    for n in [ceiling - 1, ceiling, ceiling + 1] {
+        script.push_str(&format!("@big calculate 0 \"{}\"\n", msg(n)));
+    }
+    script.push_str("@big ping\nwait\nall terminate\n");
+    let mut server = Proc::server(&listen, 2, None);
+    let mut stdin = server.child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+    // Outputs of 64 KiB lines would fill the pipes: drain them while the processes run.
+    let (mut small, mut big) = (small, big);
+    let drains: Vec<_> = [&mut server, &mut small, &mut big].map(drain_stdout).into();
+    let (status, _, err) = server.finish();
+    writer.join().unwrap().unwrap();
+    let mut outs = drains.into_iter().map(|d| d.join().unwrap());
+    let out = outs.next().unwrap();
+    assert!(status.success(), "server failed: {err}\n{out}");
+    assert!(!out.contains("disconnected") && !err.contains("disconnected"), "{out}\n{err}");
+    let replies = |agent: &str, verb: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with(&format!("[{agent}] {verb} #")) && !l.contains("-> finished"))
+            .map(|l| l.split("-> ").nth(1).unwrap_or_default().to_owned())
+            .collect()
+    };
+    let small_calcs = replies("small", "calculate");
+    assert_eq!(small_calcs.len(), 4, "{out}");
+    assert!(
+        small_calcs[0].starts_with("accepted") && small_calcs[1].starts_with("accepted"),
+        "{out}"
+    );
+    for refused in &small_calcs[2..] {
+        assert!(refused.starts_with("refused (invalid_argument)"), "{refused}");
+    }
+    let big_calcs = replies("big", "calculate");
+    assert_eq!(big_calcs.len(), 2, "limit+1 never leaves the console: {out}");
+    assert!(big_calcs.iter().all(|r| r.starts_with("accepted")), "{out}");
+    assert!(
+        out.contains(&format!("over {ceiling}")) || out.contains(&ceiling.to_string()),
+        "the console says why: {out}"
+    );
+    for agent in ["small", "big"] {
+        assert_recent_unix_time(&replies(agent, "ping")[0]);
+    }
+    for (p, printed) in [small, big].into_iter().zip(outs) {
+        let (status, _, err) = p.finish();
+        assert!(status.success(), "{err}");
+        assert_eq!(printed.lines().count(), 2, "each agent printed its two accepted messages");
+    }
+}
+
+/// Reads `p`'s stdout to its end on a thread.
+fn drain_stdout(p: &mut Proc) -> std::thread::JoinHandle<String> {
+    let mut pipe = p.child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
 /// As in a container (`docker run -i`, compose `stdin_open`): stdin stays open and nothing is
 /// typed. The blocking read of stdin must not keep the process alive after the drain.
 #[test]

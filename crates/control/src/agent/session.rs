@@ -44,8 +44,8 @@ impl Agent {
     pub(super) async fn session(&mut self, ctx: &Ctx, health_key: &str) -> Result<SessionEnd> {
         let channel = self.endpoint.connect().await?;
         let mut client = ControlClient::new(channel)
-            .max_decoding_message_size(self.args.max_message_bytes)
-            .max_encoding_message_size(self.args.max_message_bytes);
+            .max_decoding_message_size(crate::op::MAX_WIRE_BYTES)
+            .max_encoding_message_size(crate::op::MAX_WIRE_BYTES);
 
         let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(OUTBOUND);
         let hello = Hello {

@@ -21,7 +21,9 @@ use crate::fleet::Fleet;
 use crate::{Error, Result};
 
 /// Longest input line accepted from stdin; longer lines are refused, not buffered.
-const MAX_LINE: usize = 64 * 1024;
+// Derived from the message limit: a `calculate` whose message is all quotes doubles in size
+// once escaped, plus the verb, the target and `x`.
+const MAX_LINE: usize = 2 * crate::op::MAX_MSG_BYTES + 1024;
 
 /// Where commands come from.
 #[derive(Debug, Clone)]
