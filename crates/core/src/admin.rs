@@ -52,10 +52,14 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
 /// # Errors
 /// The server fails (not on graceful shutdown).
 pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-        .await?;
-    Ok(())
+    crate::http::serve(
+        listener,
+        app,
+        crate::http::Limits::ADMIN,
+        "admin",
+        shutdown.cancelled_owned(),
+    )
+    .await
 }
 
 /// One `GET path` to the admin server at `addr` (an unspecified IP such as `0.0.0.0` means

@@ -5,6 +5,7 @@
 //! * [`telemetry`] — tracing (pretty or JSON), OTLP export, Prometheus recorder.
 //! * [`health`] — readiness that turns 503 once shutdown starts.
 //! * [`admin`] — the admin HTTP router (`/healthz`, `/readyz`, `/metrics`) and a server helper.
+//! * [`http`] — the HTTP server of every listener: header/idle timeout, connection cap.
 //! * [`shutdown`] — SIGINT/SIGTERM → cancel → drain with a deadline; the [`Ctx`] every role gets.
 //! * [`redact`] — credentials masked out of every URL that reaches output.
 //! * [`stats`] — quantiles for the benchmark programs.
@@ -15,6 +16,7 @@ pub mod admin;
 pub mod config;
 mod error;
 pub mod health;
+pub mod http;
 pub mod redact;
 pub mod shutdown;
 pub mod stats;

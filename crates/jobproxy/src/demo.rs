@@ -54,6 +54,7 @@ async fn launch(ctx: &Ctx) -> Result<(JobServer, ProxyHandle)> {
             max_links: MAX_LINKS,
             upstream_idle: Duration::from_secs(2),
             max_body: 65_536,
+            http: switchboard_core::http::HttpArgs::default(),
         },
         ctx,
     )

@@ -62,8 +62,12 @@ pub struct Args {
     pub upstream_timeout: Duration,
 
     /// Most requests in flight at once (held or passing through); further ones get 503.
+    /// Open connections are capped at this plus 1024 (idle keep-alive, requests being read).
     #[arg(long, env = "SWITCHBOARD_MAX_HELD", default_value = "20000")]
     pub max_held: NonZeroUsize,
+
+    #[command(flatten)]
+    pub http: switchboard_core::http::HttpArgs,
 
     /// Starts queued per account (each account has one upstream connection) before 503.
     #[arg(long, env = "SWITCHBOARD_ACCOUNT_QUEUE", default_value = "4096")]
@@ -148,6 +152,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let app = router(Arc::clone(&proxy), args.max_body);
     let (waiters, expired) = (Arc::clone(&proxy.waiters), proxy.drain_expired.clone());
     let drain_timeout = args.drain_timeout;
+    let (header_timeout, max_held) = (args.http.header_timeout, args.max_held.get());
     let stopped = CancellationToken::new();
     let done = stopped.clone();
     ctx.spawn(async move {
@@ -161,7 +166,13 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
                 waiters.idle().await;
             }
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(drained).await {
+        let limits = switchboard_core::http::Limits {
+            header_timeout,
+            max_connections: max_held.saturating_add(SPARE_CONNECTIONS),
+        };
+        if let Err(e) =
+            switchboard_core::http::serve(listener, app, limits, "jobproxy", drained).await
+        {
             tracing::error!(error = %e, "jobproxy server failed");
         }
         done.cancel();
@@ -171,7 +182,9 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     Ok(ProxyHandle { addr, waiters: Arc::clone(&proxy.waiters), stopped })
 }
 
-/// Rejects a bad `--upstream` while parsing flags (so the binary exits 64).
+/// Connections beyond `--max-held`: clients between requests or still sending one.
+const SPARE_CONNECTIONS: usize = 1024;
+
 /// Rejects a bad `--public-url` while parsing flags (so the binary exits 64).
 fn checked_public_url(url: &str) -> Result<String, String> {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));

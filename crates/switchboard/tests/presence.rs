@@ -47,6 +47,16 @@ impl Proc {
         }
     }
 
+    /// Waits until this process's `/readyz` answers 200.
+    async fn ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "{url} never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The value of gauge `name` on this process's `/metrics` (0 if absent).
     async fn gauge(&self, name: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.admin);
@@ -168,6 +178,9 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
     let gw1 = gateway(g1, "gw1");
     let gw2 = gateway(g2, "gw2");
     let status = status_replica(st, "a");
+    // Both gateways listen before the clients start, or a slow start sends them all to one.
+    gw1.ready().await;
+    gw2.ready().await;
     let clients = Proc::spawn(&[
         "presence",
         "clients",

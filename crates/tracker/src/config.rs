@@ -26,6 +26,28 @@ pub struct Backends {
     pub store: String,
 }
 
+/// The HTTP limits of a tracker listener (collector or API).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Listener {
+    #[command(flatten)]
+    pub http: switchboard_core::http::HttpArgs,
+
+    /// Open connections at most (keep it below the process's file limit); more are closed
+    /// on accept.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl Listener {
+    /// The limits these flags give.
+    pub fn limits(&self) -> switchboard_core::http::Limits {
+        switchboard_core::http::Limits {
+            header_timeout: self.http.header_timeout,
+            max_connections: self.max_connections as usize,
+        }
+    }
+}
+
 /// `switchboard tracker collector` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CollectorArgs {
@@ -35,6 +57,9 @@ pub struct CollectorArgs {
 
     #[command(flatten)]
     pub backends: Backends,
+
+    #[command(flatten)]
+    pub listener: Listener,
 
     /// Largest request body in bytes, compressed or not (larger: 413).
     #[arg(long, env = "SWITCHBOARD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
@@ -91,6 +116,9 @@ pub struct ApiArgs {
     /// Address to serve the reports API and dashboard on.
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8091")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub listener: Listener,
 
     /// Store holding the read model: `sqlite://path` or `postgres://…`.
     #[arg(long, env = "SWITCHBOARD_STORE", default_value = "sqlite://./data/tracker.db")]

@@ -71,7 +71,7 @@ pub async fn start_collector(
     if let Some(store) = api_store {
         app = app.merge(api::router(ApiState { store, clock: Arc::new(SystemClock) }));
     }
-    let addr = serve(args.listen, app, "collector", ctx).await?;
+    let addr = serve(args.listen, app, args.listener.limits(), "tracker-collector", ctx).await?;
     ctx.health.set_ready("tracker-collector", true);
     tracing::info!(url = %format!("http://{addr}/track"), "tracker collector listening");
     Ok(addr)
@@ -81,9 +81,14 @@ pub async fn start_collector(
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn start_api(listen: SocketAddr, store: Store, ctx: &Ctx) -> Result<SocketAddr> {
+pub async fn start_api(
+    listen: SocketAddr,
+    limits: switchboard_core::http::Limits,
+    store: Store,
+    ctx: &Ctx,
+) -> Result<SocketAddr> {
     let app = api::router(ApiState { store, clock: Arc::new(SystemClock) });
-    let addr = serve(listen, app, "reports API", ctx).await?;
+    let addr = serve(listen, app, limits, "tracker-api", ctx).await?;
     ctx.health.set_ready("tracker-api", true);
     tracing::info!(url = %format!("http://{addr}/"), "tracker dashboard listening");
     Ok(addr)
@@ -93,13 +98,15 @@ pub async fn start_api(listen: SocketAddr, store: Store, ctx: &Ctx) -> Result<So
 async fn serve(
     listen: SocketAddr,
     app: axum::Router,
+    limits: switchboard_core::http::Limits,
     what: &'static str,
     ctx: &Ctx,
 ) -> Result<SocketAddr> {
     let (listener, addr) = admin::bind(listen).await?;
     let shutdown = ctx.shutdown.clone();
     ctx.spawn(async move {
-        if let Err(e) = admin::serve(listener, app, shutdown).await {
+        let stop = shutdown.cancelled_owned();
+        if let Err(e) = switchboard_core::http::serve(listener, app, limits, what, stop).await {
             tracing::error!(error = %e, server = what, "HTTP server failed");
         }
     });

@@ -1,0 +1,132 @@
+//! The HTTP server every HTTP listener of ours runs (admin, tracker collector and API,
+//! jobproxy): an axum router on hyper, with the limits that keep slow and idle clients from
+//! holding file descriptors.
+//!
+//! * **Header timeout**: a connection must deliver a complete request head within
+//!   [`Limits::header_timeout`] of being accepted or of its previous response; the same timer
+//!   is the keep-alive idle timeout. Silent, idle and slow-drip connections are closed.
+//!   A request being handled (a held jobproxy request, a large upload) is not affected.
+//! * **Connection cap**: at most [`Limits::max_connections`] at once, below the file limit; a
+//!   connection beyond it is closed at once (`http_connections_shed_total{server}` and a log
+//!   line at most once a second), so a flood is refused rather than stalling the listener.
+//! * **Graceful stop**: on `shutdown` the listener closes, idle connections are closed and
+//!   in-flight requests finish.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::Result;
+
+/// Limits of one HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest wait for a complete request head (first byte included), and the keep-alive idle
+    /// timeout between requests.
+    pub header_timeout: Duration,
+    /// Open connections at most; more are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The admin server: a few scrapers and probes.
+    pub const ADMIN: Self = Self { header_timeout: DEFAULT_HEADER_TIMEOUT, max_connections: 256 };
+}
+
+/// Default of `--header-timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The flag every HTTP-serving role takes (flattened into its own flags).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct HttpArgs {
+    /// Close a connection that has not sent a complete request head within this long of
+    /// connecting or of its previous response (idle keep-alive, silent or slow clients).
+    #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        Self { header_timeout: DEFAULT_HEADER_TIMEOUT }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then closes idle connections and
+/// waits for in-flight requests. `server` names the listener in metrics and logs.
+///
+/// # Errors
+/// None at present: accept errors (e.g. out of file descriptors) are logged and retried.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    server: &'static str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
+    let shed = metrics::counter!("http_connections_shed_total", "server" => server);
+    let open = metrics::gauge!("http_connections_open", "server" => server);
+    let mut last_shed_log: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; connections that
+                    // finish free descriptors.
+                    tracing::warn!(server, error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            shed.increment(1);
+            if last_shed_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_shed_log = Some(Instant::now());
+                tracing::warn!(server, %peer, max = limits.max_connections, "too many connections; closing new ones");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, builder, open) = (app.clone(), builder.clone(), open.clone());
+        let watcher = graceful.watcher();
+        open.increment(1.0);
+        tokio::spawn(async move {
+            // hyper's header timer starts once it reads a head, but the HTTP/1-or-2 detection
+            // before it waits for bytes without a limit: a silent client is closed here.
+            let mut first = [0u8; 1];
+            let spoke = tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await;
+            if matches!(spoke, Ok(Ok(n)) if n > 0) {
+                let service = TowerToHyperService::new(app);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+            open.decrement(1.0);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}

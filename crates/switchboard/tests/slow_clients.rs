@@ -1,0 +1,192 @@
+//! Idle, silent and slow-drip clients cannot hold a listener's file descriptors: thousands of
+//! them are opened against the real tracker collector and jobproxy processes; a real request
+//! still succeeds while they hang on, every one of them is closed within the header timeout,
+//! and connections beyond the cap are closed at once.
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use switchboard_testkit::free_port;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Silent connections, and connections that drip a request head one byte at a time.
+const IDLE: usize = 2_000;
+const DRIPPING: usize = 200;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str]) -> Proc {
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start switchboard");
+    Proc(child)
+}
+
+async fn listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection; the status code.
+async fn request(addr: SocketAddr, head: &str, body: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.expect("connect for a real request");
+    let req = format!(
+        "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("the real request is answered while the slow clients hang on")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+/// Waits until the server closes `s` (EOF or reset); panics after `within`.
+async fn closed_within(mut s: TcpStream, within: Duration) {
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => panic!("connection still open after {within:?}"),
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(_)) => {} // e.g. a 408 answer before the close
+        }
+    }
+}
+
+/// Opens the idle and dripping clients, checks a real request meanwhile, then that all of
+/// them are closed within the header timeout (plus scheduling slack).
+async fn hold_and_release(addr: SocketAddr, real: impl AsyncFnOnce() -> u16, want: u16) {
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(TcpStream::connect(addr).await.expect("connect an idle client"));
+    }
+    let started = Instant::now();
+    let drips: Vec<_> = (0..DRIPPING)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.expect("connect a dripping client");
+                // Never finishes the head: one byte every 200 ms.
+                for b in b"POST /track HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+                    if s.write_all(&[*b]).await.is_err() {
+                        return; // closed by the server
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        })
+        .collect();
+    assert_eq!(real().await, want, "a real request succeeds beside {IDLE} idle clients");
+    let slack = HEADER_TIMEOUT + Duration::from_secs(8);
+    let closes = idle.into_iter().map(|s| closed_within(s, slack));
+    futures::future::join_all(closes).await;
+    for d in drips {
+        tokio::time::timeout(slack, d).await.expect("dripping clients are cut off").unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took >= HEADER_TIMEOUT.mul_f32(0.9), "closed only after the timeout: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracker_collector_closes_idle_and_slow_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let store = format!("sqlite://{}/t.db", dir.path().display());
+    let timeout = format!("{}s", HEADER_TIMEOUT.as_secs());
+    let (a, t) = (addr.to_string(), timeout.as_str());
+    let _collector =
+        start(&["tracker", "collector", "--listen", &a, "--store", &store, "--header-timeout", t]);
+    listening(addr).await;
+    let event = format!(
+        r#"{{"objectId":1,"objectType":"user","action":"view","subjectId":2,"subjectType":"article","datetimeStamp":{}}}"#,
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    );
+    hold_and_release(addr, async || request(addr, "POST /track HTTP/1.1", &event).await, 202).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobproxy_closes_idle_and_slow_clients() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let timeout = format!("{}s", HEADER_TIMEOUT.as_secs());
+    let a = addr.to_string();
+    let _proxy = start(&[
+        "jobproxy",
+        "--listen",
+        &a,
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--header-timeout",
+        &timeout,
+    ]);
+    listening(addr).await;
+    // A callback for a token nobody holds: answered at once, without the job server.
+    let real = async || request(addr, "POST /callback/unknown HTTP/1.1", "{}").await;
+    let status = real().await;
+    assert!((400..500).contains(&status), "unknown callback refused: {status}");
+    hold_and_release(addr, real, status).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let store = format!("sqlite://{}/t.db", dir.path().display());
+    let a = addr.to_string();
+    let _collector = start(&[
+        "tracker",
+        "collector",
+        "--listen",
+        &a,
+        "--store",
+        &store,
+        "--max-connections",
+        "100",
+        "--header-timeout",
+        "60s",
+    ]);
+    listening(addr).await;
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // The listening() probe's own connection may still count for a moment: allow for it.
+    let extra: Vec<TcpStream> = {
+        let mut v = Vec::new();
+        for _ in 0..50 {
+            v.push(TcpStream::connect(addr).await.unwrap());
+        }
+        v
+    };
+    // Every connection past the cap is closed by the server at once, not left to stall.
+    let closed = futures::future::join_all(extra.into_iter().map(|s| async move {
+        let mut s = s;
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }))
+    .await;
+    assert!(closed.iter().filter(|c| **c).count() >= 49, "beyond the cap: {closed:?}");
+    drop(held);
+}
