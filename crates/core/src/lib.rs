@@ -4,6 +4,7 @@
 //! * [`config`] — flags > `SWITCHBOARD_*` env vars > optional TOML file.
 //! * [`telemetry`] — tracing (pretty or JSON), OTLP export, Prometheus recorder.
 //! * [`health`] — readiness that turns 503 once shutdown starts.
+//! * [`auth`] — constant-time comparison of shared secrets.
 //! * [`admin`] — the admin HTTP router (`/healthz`, `/readyz`, `/metrics`) and a server helper.
 //! * [`http`] — the HTTP server of every listener: header/idle timeout, connection cap.
 //! * [`shutdown`] — SIGINT/SIGTERM → cancel → drain with a deadline; the [`Ctx`] every role gets.
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 mod error;
 pub mod health;

@@ -10,12 +10,14 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_core::Clock;
 use switchboard_store::Store;
+use tokio::sync::Semaphore;
 
 use crate::report::{self, Filter};
 use crate::{audit, outbox};
@@ -32,10 +34,14 @@ pub struct ApiState {
     pub store: Store,
     /// Default `to` of a range.
     pub clock: Arc<dyn Clock>,
+    /// `--api-token`: when set, every route needs it (see [`access`]).
+    pub token: Option<Arc<str>>,
 }
 
 /// Reports and dashboard routes.
 pub fn router(state: ApiState) -> Router {
+    // A full scan: one at a time, so one client cannot keep the store busy with audits.
+    let audit_slot = Arc::new(Semaphore::new(1));
     Router::new()
         .route("/", get(dashboard))
         .route("/dashboard", get(dashboard))
@@ -44,7 +50,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/breakdown", get(breakdown))
         .route("/api/uniques", get(uniques))
         .route("/api/summary", get(summary))
-        .route("/api/audit", get(audit_report))
+        .route("/api/audit", get(move |s| audit_report(s, audit_slot)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::check))
         .with_state(state)
 }
 
@@ -180,14 +187,21 @@ async fn summary(State(s): State<ApiState>) -> ApiResult {
     Ok(Json(json!({"folded": total, "pendingInOutbox": pending, "now": s.clock.now_ms()})))
 }
 
-async fn audit_report(State(s): State<ApiState>) -> ApiResult {
-    let a = audit::audit(&s.store).await?;
-    Ok(Json(json!({"consistent": a.is_consistent(), "audit": a})))
+async fn audit_report(State(s): State<ApiState>, slot: Arc<Semaphore>) -> Response {
+    let Ok(_running) = slot.try_acquire() else {
+        let body = Json(json!({"error": "an audit is already running; retry when it finishes"}));
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "5")], body).into_response();
+    };
+    match audit::audit(&s.store).await {
+        Ok(a) => Json(json!({"consistent": a.is_consistent(), "audit": a})).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 async fn dashboard() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(DASHBOARD))
 }
 
+mod access;
 #[cfg(test)]
 mod tests;

@@ -48,6 +48,23 @@ impl Listener {
     }
 }
 
+/// Who may read the reports API, the dashboard and the audit.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiAccess {
+    /// Shared secret for the reports API, dashboard and audit: `Authorization: Bearer <token>`,
+    /// or `/?token=<token>` once in a browser (then a cookie). Unset: anyone who can reach the
+    /// port may read them.
+    #[arg(long, env = "SWITCHBOARD_API_TOKEN", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub api_token: Option<String>,
+}
+
+impl ApiAccess {
+    /// The token in the form the API state keeps it.
+    pub fn token(&self) -> Option<std::sync::Arc<str>> {
+        self.api_token.as_deref().map(std::sync::Arc::from)
+    }
+}
+
 /// `switchboard tracker collector` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CollectorArgs {
@@ -85,6 +102,9 @@ pub struct CollectorArgs {
     /// Also serve the reports API and dashboard on the collector's address.
     #[arg(long, env = "SWITCHBOARD_SERVE_API")]
     pub serve_api: bool,
+
+    #[command(flatten)]
+    pub access: ApiAccess,
 }
 
 /// `switchboard tracker worker` flags.
@@ -119,6 +139,9 @@ pub struct ApiArgs {
 
     #[command(flatten)]
     pub listener: Listener,
+
+    #[command(flatten)]
+    pub access: ApiAccess,
 
     /// Store holding the read model: `sqlite://path` or `postgres://…`.
     #[arg(long, env = "SWITCHBOARD_STORE", default_value = "sqlite://./data/tracker.db")]

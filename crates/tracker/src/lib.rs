@@ -77,7 +77,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
         }
         Command::Api(args) => {
             let store = open_store(&args.store).await?;
-            role::start_api(args.listen, args.listener.limits(), store, &ctx).await?;
+            role::start_api(&args, store, &ctx).await?;
             ctx.shutdown.cancelled().await;
         }
     }

@@ -10,7 +10,7 @@ use switchboard_store::Store;
 use crate::api::{self, ApiState};
 use crate::batch::Limits;
 use crate::collector::{self, CollectorState};
-use crate::config::{CollectorArgs, WorkerArgs};
+use crate::config::{ApiArgs, CollectorArgs, WorkerArgs};
 use crate::event::Validator;
 use crate::journal::{Journal, Sink};
 use crate::worker::{self, WorkerConfig};
@@ -69,7 +69,8 @@ pub async fn start_collector(
     };
     let mut app = collector::router(state);
     if let Some(store) = api_store {
-        app = app.merge(api::router(ApiState { store, clock: Arc::new(SystemClock) }));
+        let token = args.access.token();
+        app = app.merge(api::router(ApiState { store, clock: Arc::new(SystemClock), token }));
     }
     let addr = serve(args.listen, app, args.listener.limits(), "tracker-collector", ctx).await?;
     ctx.health.set_ready("tracker-collector", true);
@@ -81,13 +82,9 @@ pub async fn start_collector(
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn start_api(
-    listen: SocketAddr,
-    limits: switchboard_core::http::Limits,
-    store: Store,
-    ctx: &Ctx,
-) -> Result<SocketAddr> {
-    let app = api::router(ApiState { store, clock: Arc::new(SystemClock) });
+pub async fn start_api(args: &ApiArgs, store: Store, ctx: &Ctx) -> Result<SocketAddr> {
+    let (listen, limits, token) = (args.listen, args.listener.limits(), args.access.token());
+    let app = api::router(ApiState { store, clock: Arc::new(SystemClock), token });
     let addr = serve(listen, app, limits, "tracker-api", ctx).await?;
     ctx.health.set_ready("tracker-api", true);
     tracing::info!(url = %format!("http://{addr}/"), "tracker dashboard listening");

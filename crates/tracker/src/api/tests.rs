@@ -24,7 +24,7 @@ async fn app_with_sample() -> (Router, Vec<crate::event::Event>, tempfile::TempD
     let events = sample(400);
     fold_batch(&store, &events).await.unwrap();
     let clock = Arc::new(ManualClock::new(T0 + 2 * DAY_MS));
-    (router(ApiState { store, clock }), events, dir)
+    (router(ApiState { store, clock, token: None }), events, dir)
 }
 
 #[tokio::test]
@@ -135,4 +135,64 @@ async fn dashboard_is_self_contained() {
         String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(html.contains("/api/series"));
     assert!(!html.contains("http://") && !html.contains("https://"), "no external resources");
+}
+
+async fn protected_app() -> (Router, tempfile::TempDir) {
+    let (store, dir) = sqlite_store().await;
+    fold_batch(&store, &sample(50)).await.unwrap();
+    let clock = Arc::new(ManualClock::new(T0 + 2 * DAY_MS));
+    (router(ApiState { store, clock, token: Some(Arc::from("t0ken-123")) }), dir)
+}
+
+async fn get_with(app: &Router, uri: &str, header: Option<(&str, &str)>) -> Response {
+    let mut req = Request::get(uri);
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_api_token_guards_reports_dashboard_and_audit() {
+    let (app, _dir) = protected_app().await;
+    for uri in ["/api/summary", "/api/audit", "/api/top"] {
+        assert_eq!(get_with(&app, uri, None).await.status(), StatusCode::UNAUTHORIZED, "{uri}");
+        let wrong = Some(("authorization", "Bearer t0ken-124"));
+        assert_eq!(get_with(&app, uri, wrong).await.status(), StatusCode::UNAUTHORIZED, "{uri}");
+        let right = Some(("authorization", "Bearer t0ken-123"));
+        assert_eq!(get_with(&app, uri, right).await.status(), StatusCode::OK, "{uri}");
+    }
+    // A browser: a login page, then the token once in the URL becomes a cookie.
+    let page = get_with(&app, "/", None).await;
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+    let html = page.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&html).contains("name=\"token\""), "a form asks for it");
+    assert_eq!(get_with(&app, "/?token=nope", None).await.status(), StatusCode::UNAUTHORIZED);
+    let login = get_with(&app, "/?token=t0ken-123", None).await;
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    assert_eq!(login.headers()[header::LOCATION], "/", "the token leaves the address bar");
+    let cookie = login.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap();
+    for uri in ["/", "/api/summary"] {
+        assert_eq!(get_with(&app, uri, Some(("cookie", pair))).await.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn audits_run_one_at_a_time() {
+    let (store, _dir) = sqlite_store().await;
+    fold_batch(&store, &sample(2_000)).await.unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = router(ApiState { store, clock, token: None });
+    // Concurrent on one task: the first audit awaits the store while the others arrive.
+    let answers =
+        futures::future::join_all((0..6).map(|_| get_with(&app, "/api/audit", None))).await;
+    let codes: Vec<StatusCode> = answers.iter().map(Response::status).collect();
+    assert_eq!(codes.iter().filter(|c| **c == StatusCode::OK).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| *c == StatusCode::OK || *c == StatusCode::TOO_MANY_REQUESTS));
+    let busy = answers.iter().find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).unwrap();
+    assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
+    // Once it finished, the next one runs.
+    assert_eq!(get_with(&app, "/api/audit", None).await.status(), StatusCode::OK);
 }
