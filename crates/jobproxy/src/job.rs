@@ -156,4 +156,24 @@ mod tests {
         assert!(!ReportHead::parse(bad).unwrap().is_completed());
         assert!(ReportHead::parse(br#"{"state":"running"}"#).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(switchboard_testkit::fuzz::config())]
+
+        /// Client bodies and job reports from the network: parsed or refused, never a panic;
+        /// an accepted start request turns into a valid asynchronous one.
+        #[test]
+        fn fuzz_body_parsers(body in switchboard_testkit::fuzz::inputs(
+            switchboard_testkit::fuzz::corpus(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus")))) {
+            if let Ok(start) = StartRequest::parse(&body) {
+                proptest::prop_assert!(!start.account.is_empty());
+                let forwarded = start.into_async("http://proxy/callback/t");
+                let again = StartRequest::parse(&forwarded);
+                proptest::prop_assert!(again.is_ok_and(|a| !a.wait));
+            }
+            if let Ok(head) = ReportHead::parse(&body) {
+                let _ = head.is_completed();
+            }
+        }
+    }
 }

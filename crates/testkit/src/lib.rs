@@ -6,8 +6,11 @@
 //!   temp dir, run as the `postgres` user when we are root) on a free loopback port.
 //!
 //! Both stop (and delete their data) on drop. Tests never rely on servers someone left running.
+//!
+//! * [`fuzz`] — seed corpora and mutations for property-based fuzzing of network parsers.
 #![forbid(unsafe_code)]
 
+pub mod fuzz;
 mod nats;
 mod port;
 mod postgres;

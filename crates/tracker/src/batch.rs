@@ -160,4 +160,33 @@ mod tests {
             Err(Rejection::UnsupportedEncoding(_))
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(switchboard_testkit::fuzz::config())]
+
+        /// Whatever arrives, plain or gzip-wrapped: an answer (accepted or refused), never a
+        /// panic, never more than the limits in memory or in events.
+        #[test]
+        fn fuzz_collector_parsers(
+            body in switchboard_testkit::fuzz::inputs(switchboard_testkit::fuzz::corpus(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus"))),
+            gzipped in proptest::bool::ANY,
+        ) {
+            let (limit, max_events) = (4096, 8);
+            let raw = if gzipped { gzip(&body) } else { Bytes::from(body.clone()) };
+            let encoding = gzipped.then_some("gzip");
+            let validator = crate::event::Validator::new(
+                std::sync::Arc::new(switchboard_core::ManualClock::new(1_700_000_000_000)), None, 300_000);
+            if let Ok(plain) = decompress(encoding, raw, limit) {
+                proptest::prop_assert!(plain.len() <= limit);
+                let parsed = [parse_batch(&plain, max_events), parse_single(&plain)];
+                for values in parsed.into_iter().flatten() {
+                    proptest::prop_assert!(values.len() <= max_events.max(1));
+                    if let Ok(events) = validate(&values, &validator) {
+                        proptest::prop_assert_eq!(events.len(), values.len());
+                    }
+                }
+            }
+        }
+    }
 }
