@@ -56,6 +56,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         listener,
         app,
         crate::http::Limits::ADMIN,
+        None,
         "admin",
         shutdown.cancelled_owned(),
     )

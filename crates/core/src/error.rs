@@ -23,6 +23,9 @@ pub enum Error {
     /// Telemetry could not be initialised.
     #[error("telemetry: {0}")]
     Telemetry(String),
+    /// A TLS certificate, key or CA file is unusable.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Binding or serving a socket failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -67,9 +67,13 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     server: &'static str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -107,19 +111,36 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (app, builder, open) = (app.clone(), builder.clone(), open.clone());
+        let (app, builder, http1, tls, open) =
+            (app.clone(), builder.clone(), http1.clone(), tls.clone(), open.clone());
         let watcher = graceful.watcher();
         open.increment(1.0);
         tokio::spawn(async move {
-            // hyper's header timer starts once it reads a head, but the HTTP/1-or-2 detection
-            // before it waits for bytes without a limit: a silent client is closed here.
-            let mut first = [0u8; 1];
-            let spoke = tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await;
-            if matches!(spoke, Ok(Ok(n)) if n > 0) {
-                let service = TowerToHyperService::new(app);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let service = TowerToHyperService::new(app);
+            if let Some(acceptor) = tls {
+                // The handshake counts against the header timeout; then HTTP/1.1 (the only
+                // protocol offered by ALPN), whose header timer covers silent clients.
+                let handshake =
+                    tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+                if let Ok(Ok(stream)) = handshake.await {
+                    let conn = http1.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+            } else {
+                // hyper's header timer starts once it reads a head, but the HTTP/1-or-2
+                // detection before it waits for bytes without a limit: a silent client is
+                // closed here.
+                let mut first = [0u8; 1];
+                let spoke =
+                    tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await;
+                if matches!(spoke, Ok(Ok(n)) if n > 0) {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
                 }
             }
             open.decrement(1.0);

@@ -55,6 +55,7 @@ async fn launch(ctx: &Ctx) -> Result<(JobServer, ProxyHandle)> {
             upstream_idle: Duration::from_secs(2),
             max_body: 65_536,
             http: switchboard_core::http::HttpArgs::default(),
+            tls: switchboard_core::tls::TlsArgs::default(),
         },
         ctx,
     )

@@ -69,6 +69,9 @@ pub struct Args {
     #[command(flatten)]
     pub http: switchboard_core::http::HttpArgs,
 
+    #[command(flatten)]
+    pub tls: switchboard_core::tls::TlsArgs,
+
     /// Starts queued per account (each account has one upstream connection) before 503.
     #[arg(long, env = "SWITCHBOARD_ACCOUNT_QUEUE", default_value = "4096")]
     pub account_queue: NonZeroUsize,
@@ -153,6 +156,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let (waiters, expired) = (Arc::clone(&proxy.waiters), proxy.drain_expired.clone());
     let drain_timeout = args.drain_timeout;
     let (header_timeout, max_held) = (args.http.header_timeout, args.max_held.get());
+    let tls = args.tls.server_config().map_err(|e| Error::Config(e.to_string()))?;
     let stopped = CancellationToken::new();
     let done = stopped.clone();
     ctx.spawn(async move {
@@ -171,7 +175,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
             max_connections: max_held.saturating_add(SPARE_CONNECTIONS),
         };
         if let Err(e) =
-            switchboard_core::http::serve(listener, app, limits, "jobproxy", drained).await
+            switchboard_core::http::serve(listener, app, limits, tls, "jobproxy", drained).await
         {
             tracing::error!(error = %e, "jobproxy server failed");
         }

@@ -176,6 +176,9 @@ fn describe(err: &anyhow::Error) -> String {
 fn is_config_error(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         matches!(
+            cause.downcast_ref::<switchboard_core::Error>(),
+            Some(switchboard_core::Error::Tls(_))
+        ) || matches!(
             cause.downcast_ref::<switchboard_bus::Error>(),
             Some(switchboard_bus::Error::UnsupportedUrl(_) | switchboard_bus::Error::Config(_))
         ) || matches!(

@@ -378,28 +378,11 @@ fn sigterm_stops_a_console_whose_stdin_stays_open() {
     assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
 }
 
-/// Writes a throw-away CA, a console certificate for 127.0.0.1 and an agent client
-/// certificate into `dir` with the `openssl` command.
-fn make_certs(dir: &std::path::Path) {
-    let script = r#"set -e
-ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-openssl req -x509 $ec -keyout ca.key -out ca.pem -days 1 -subj /CN=control-test-ca
-printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
-printf 'extendedKeyUsage=clientAuth\n' > client.ext
-for who in server client; do
-  openssl req $ec -keyout $who.key -out $who.csr -subj /CN=$who
-  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-    -extfile $who.ext -out $who.pem
-done"#;
-    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn mutual_tls_between_console_and_agent() {
     let dir = std::env::temp_dir().join(format!("control-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    make_certs(&dir);
+    switchboard_testkit::make_certs(&dir);
     let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
     let (listen, _) = addr();
     let url = format!("https://{listen}");

@@ -27,10 +27,13 @@ pub struct Backends {
 }
 
 /// The HTTP limits of a tracker listener (collector or API).
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Listener {
     #[command(flatten)]
     pub http: switchboard_core::http::HttpArgs,
+
+    #[command(flatten)]
+    pub tls: switchboard_core::tls::TlsArgs,
 
     /// Open connections at most (keep it below the process's file limit); more are closed
     /// on accept.

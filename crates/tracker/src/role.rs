@@ -72,7 +72,7 @@ pub async fn start_collector(
         let token = args.access.token();
         app = app.merge(api::router(ApiState { store, clock: Arc::new(SystemClock), token }));
     }
-    let addr = serve(args.listen, app, args.listener.limits(), "tracker-collector", ctx).await?;
+    let addr = serve(args.listen, app, &args.listener, "tracker-collector", ctx).await?;
     ctx.health.set_ready("tracker-collector", true);
     tracing::info!(url = %format!("http://{addr}/track"), "tracker collector listening");
     Ok(addr)
@@ -83,9 +83,9 @@ pub async fn start_collector(
 /// # Errors
 /// The address cannot be bound.
 pub async fn start_api(args: &ApiArgs, store: Store, ctx: &Ctx) -> Result<SocketAddr> {
-    let (listen, limits, token) = (args.listen, args.listener.limits(), args.access.token());
+    let token = args.access.token();
     let app = api::router(ApiState { store, clock: Arc::new(SystemClock), token });
-    let addr = serve(listen, app, limits, "tracker-api", ctx).await?;
+    let addr = serve(args.listen, app, &args.listener, "tracker-api", ctx).await?;
     ctx.health.set_ready("tracker-api", true);
     tracing::info!(url = %format!("http://{addr}/"), "tracker dashboard listening");
     Ok(addr)
@@ -95,15 +95,17 @@ pub async fn start_api(args: &ApiArgs, store: Store, ctx: &Ctx) -> Result<Socket
 async fn serve(
     listen: SocketAddr,
     app: axum::Router,
-    limits: switchboard_core::http::Limits,
+    flags: &crate::config::Listener,
     what: &'static str,
     ctx: &Ctx,
 ) -> Result<SocketAddr> {
+    let (limits, tls) = (flags.limits(), flags.tls.server_config()?);
     let (listener, addr) = admin::bind(listen).await?;
     let shutdown = ctx.shutdown.clone();
     ctx.spawn(async move {
         let stop = shutdown.cancelled_owned();
-        if let Err(e) = switchboard_core::http::serve(listener, app, limits, what, stop).await {
+        if let Err(e) = switchboard_core::http::serve(listener, app, limits, tls, what, stop).await
+        {
             tracing::error!(error = %e, server = what, "HTTP server failed");
         }
     });

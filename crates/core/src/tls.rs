@@ -1,0 +1,78 @@
+//! TLS for our HTTP listeners, with the flags every TLS-capable role shares:
+//! `--tls-cert`/`--tls-key` (the server's identity) and `--tls-client-ca` (mutual TLS: clients
+//! must present a certificate signed by it). rustls on ring; TLS 1.2 and 1.3; HTTP/1.1.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::{Error, Result};
+
+/// Server TLS flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate (chain) this listener presents; turns TLS on (needs --tls-key).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA that must have signed every client's certificate (mutual TLS).
+    #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The rustls configuration these flags describe, or `None` without `--tls-cert`.
+    ///
+    /// # Errors
+    /// A file is missing or holds no usable certificate or key (a configuration error).
+    pub fn server_config(&self) -> Result<Option<Arc<ServerConfig>>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let chain = certificates(cert)?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let builder = match &self.tls_client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in certificates(ca)? {
+                    roots.add(c).map_err(|e| bad(ca, &e))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| bad(ca, &e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(path, &e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(path, &e))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!("{}: no PEM certificate in it", path.display())));
+    }
+    Ok(certs)
+}
+
+fn bad(path: &Path, e: &dyn std::fmt::Display) -> Error {
+    Error::Tls(format!("{}: {e}", path.display()))
+}

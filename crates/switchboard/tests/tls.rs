@@ -1,0 +1,126 @@
+//! TLS on our HTTP listeners, on real processes with a throw-away CA: the tracker collector
+//! serves HTTPS with `--tls-cert/--tls-key`, requires client certificates with
+//! `--tls-client-ca`, refuses plaintext, and an unusable certificate file exits 64.
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use switchboard_testkit::{free_port, make_certs};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn collector(dir: &Path, addr: SocketAddr, tls: &[&str]) -> Proc {
+    let store = format!("sqlite://{}/t.db", dir.display());
+    let child = Command::new(BIN)
+        .args(["tracker", "collector", "--listen", &addr.to_string(), "--store", &store])
+        .args(tls)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start switchboard");
+    Proc(child)
+}
+
+async fn listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn client(dir: &Path, with_cert: bool) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if with_cert {
+        let chain = vec![CertificateDer::from_pem_file(dir.join("client.pem")).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).unwrap();
+        builder.with_client_auth_cert(chain, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// POSTs one event over TLS; the status code, or the error that prevented an answer.
+async fn post_event(addr: SocketAddr, tls: &tokio_rustls::TlsConnector) -> Result<u16, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut s = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let body = format!(
+        r#"{{"objectId":1,"objectType":"user","action":"view","subjectId":2,"subjectType":"article","datetimeStamp":{now}}}"#
+    );
+    let req = format!(
+        "POST /track HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| text.into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_serves_https_and_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tls = ["--tls-cert", "server.pem", "--tls-key", "server.key"];
+    let server = collector(dir.path(), addr, &tls);
+    listening(addr).await;
+    assert_eq!(post_event(addr, &client(dir.path(), false)).await, Ok(202));
+    // Plaintext on the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/"), "plaintext was answered");
+    drop(server);
+
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mtls = [&tls[..], &["--tls-client-ca", "ca.pem"]].concat();
+    let _server = collector(dir.path(), addr, &mtls);
+    listening(addr).await;
+    assert!(post_event(addr, &client(dir.path(), false)).await.is_err(), "no client certificate");
+    assert_eq!(post_event(addr, &client(dir.path(), true)).await, Ok(202));
+}
+
+#[tokio::test]
+async fn an_unusable_certificate_exits_64_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "not a key\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["tracker", "collector", "--listen", "127.0.0.1:0", "--tls-cert", "empty.pem"])
+        .args(["--tls-key", "key.pem", "--store", "sqlite://t.db"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty.pem"), "{out:?}");
+}
