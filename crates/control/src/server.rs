@@ -69,7 +69,7 @@ pub struct ServerArgs {
 impl ServerArgs {
     async fn gate(&self) -> Result<Gate> {
         Ok(Gate {
-            tls: self.tls.load().await?,
+            tls: crate::tls::server_config(&self.tls).await?,
             token: self.token.clone(),
             max_agents: self.max_agents,
             reply_rate: self.reply_rate,

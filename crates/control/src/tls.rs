@@ -8,21 +8,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::{Error, Result};
 
-/// Console TLS flags.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServerTls {
-    /// PEM certificate (chain) the console presents; enables TLS (needs --tls-key).
-    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// PEM CA that must have signed every agent's client certificate (mutual TLS).
-    #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-}
+/// Console TLS flags: the ones every TLS-capable listener shares (`--tls-cert`, `--tls-key`,
+/// `--tls-client-ca`).
+pub use switchboard_core::tls::TlsArgs as ServerTls;
 
 /// Agent TLS flags.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -44,20 +32,18 @@ pub struct AgentTls {
     pub tls_domain: Option<String>,
 }
 
-impl ServerTls {
-    /// The console's TLS configuration, if enabled.
-    ///
-    /// # Errors
-    /// A file cannot be read.
-    pub(crate) async fn load(&self) -> Result<Option<ServerTlsConfig>> {
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
-        let mut config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(cert).await?, read(key).await?));
-        if let Some(ca) = &self.tls_client_ca {
-            config = config.client_ca_root(Certificate::from_pem(read(ca).await?));
-        }
-        Ok(Some(config))
+/// The console's TLS configuration, if `--tls-cert` is set.
+///
+/// # Errors
+/// A file cannot be read.
+pub(crate) async fn server_config(flags: &ServerTls) -> Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&flags.tls_cert, &flags.tls_key) else { return Ok(None) };
+    let mut config =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(cert).await?, read(key).await?));
+    if let Some(ca) = &flags.tls_client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca).await?));
     }
+    Ok(Some(config))
 }
 
 impl AgentTls {
