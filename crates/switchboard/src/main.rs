@@ -104,9 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The admin server lives on its own token so it keeps answering /readyz (503) while the
     // roles drain; it stops last.
     let admin_token = tokio_util_token();
-    let (listener, admin_addr) = admin::bind(cli.admin_addr)
-        .await
-        .with_context(|| format!("binding admin server on {}", cli.admin_addr))?;
+    let (listener, admin_addr) =
+        admin::bind(cli.admin_addr).await.context("starting the admin server")?;
     tracing::info!(url = %format!("http://{admin_addr}/metrics"), "admin server listening");
     let admin = tokio::spawn(admin::serve(
         listener,

@@ -1,0 +1,75 @@
+//! What a newcomer runs into in the first hour, on the real executable: every mistake ends at
+//! once with a message that names the culprit (the address taken, the variable or file holding
+//! a bad value, the URL missing its scheme) and what to do about it.
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+/// A process that fails at startup must do so well within this (CI machines are shared).
+const FAIL_FAST: Duration = Duration::from_secs(30);
+
+/// The binary with a hermetic environment (no inherited `SWITCHBOARD_*`/OTLP settings), in
+/// `dir` so default `./data` stores land in a temp dir.
+fn switchboard(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("SWITCHBOARD_") || k.starts_with("OTEL_")) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info").current_dir(dir).stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+async fn run(cmd: &mut Command) -> Output {
+    match tokio::time::timeout(FAIL_FAST, cmd.output()).await {
+        Ok(out) => out.expect("run switchboard"),
+        Err(_) => panic!("{cmd:?} did not exit within {FAIL_FAST:?}"),
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every listener of every role, started on an address another socket holds, exits 1 with
+/// `cannot listen on <that address>` — not a bare "Address already in use".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_names_the_address_it_cannot_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let free = "127.0.0.1:0";
+    let roles: Vec<Vec<&str>> = vec![
+        vec!["tracker", "collector", "--listen", &addr],
+        vec!["tracker", "collector", "--serve-api", "--listen", free, "--admin-addr", &addr],
+        vec!["tracker", "api", "--listen", &addr],
+        vec!["sim", "wsserver", "--listen", &addr],
+        vec!["sim", "jobserver", "--listen", &addr],
+        vec!["presence", "gateway", "--listen", &addr],
+        vec!["presence", "status", "--listen", &addr],
+        vec!["presence", "all", "--gateway-listen", &addr, "--status-listen", free],
+        vec!["presence", "all", "--gateway-listen", free, "--status-listen", &addr],
+        vec!["jobproxy", "--upstream", "http://127.0.0.1:9", "--listen", &addr],
+        vec!["control", "server", "--token", "t0k3n-for-tests", "--listen", &addr],
+        vec!["control", "agent", "--token", "t0k3n-for-tests", "--admin-addr", &addr],
+    ];
+    let mut problems = Vec::new();
+    for args in &roles {
+        let mut cmd = switchboard(dir.path());
+        cmd.args(args);
+        if !args.contains(&"--admin-addr") {
+            cmd.args(["--admin-addr", free]);
+        }
+        let out = run(&mut cmd).await;
+        let msg = stderr(&out);
+        let expected = format!("cannot listen on {addr}: ");
+        if out.status.code() != Some(1) || !msg.contains(&expected) {
+            problems.push(format!("{}: {} {msg:?}", args.join(" "), out.status));
+        }
+    }
+    assert!(problems.is_empty(), "expected exit 1 and {addr:?} named:\n{}", problems.join("\n"));
+    drop(taken);
+}
