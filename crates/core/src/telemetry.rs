@@ -1,10 +1,11 @@
 //! Logging, tracing and metrics setup — done once, in `main`.
 //!
-//! * Logs: pretty on a terminal, JSON with `--log-format json`; filter from `RUST_LOG`
-//!   (default `info`).
+//! * Logs: pretty (coloured only when stderr is a terminal), JSON with `--log-format json`;
+//!   filter from `RUST_LOG` (default `info`).
 //! * Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/gRPC and
 //!   W3C trace context is the global propagator (so spans join across processes).
 //! * Metrics: the `metrics` facade with a Prometheus recorder, rendered by `/metrics`.
+use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -89,9 +90,13 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry> {
 
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let res = match format {
-        LogFormat::Pretty => {
-            registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
-        }
+        LogFormat::Pretty => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()

@@ -73,3 +73,32 @@ async fn every_listener_names_the_address_it_cannot_bind() {
     assert!(problems.is_empty(), "expected exit 1 and {addr:?} named:\n{}", problems.join("\n"));
     drop(taken);
 }
+
+/// Colour codes are for terminals: a log written to a pipe or file has none.
+#[tokio::test]
+async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(switchboard(dir.path()).args(["sim", "jobserver", "--listen", &addr])).await;
+    let msg = stderr(&out);
+    assert!(msg.contains("INFO") && msg.contains("ERROR"), "the run logged: {msg}");
+    assert!(!msg.contains('\u{1b}'), "escape codes in a piped log: {msg:?}");
+}
+
+/// A role's `--help` lists its own flags under `Options:`, and the flags every command takes
+/// under `Global Options:` after them.
+#[tokio::test]
+async fn role_help_puts_global_flags_under_their_own_heading() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(switchboard(dir.path()).args(["presence", "gateway", "--help"])).await;
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (own, global) = help.split_once("\nGlobal Options:\n").expect("a Global Options heading");
+    for flag in ["--listen", "--bus", "--max-clients"] {
+        assert!(own.contains(flag), "{flag} is the role's own: {help}");
+    }
+    for flag in ["--admin-addr", "--grace", "--config", "--log-format"] {
+        assert!(global.contains(flag) && !own.contains(flag), "{flag} is global: {help}");
+    }
+}
