@@ -7,7 +7,9 @@
 
 mod cli;
 mod demo;
+mod usage;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -27,17 +29,29 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    let args = match config::expand_args(std::env::args_os().collect(), |k| std::env::var_os(k)) {
+    let env = |k: &str| std::env::var_os(k);
+    let typed: Vec<OsString> = std::env::args_os().collect();
+    let args = match config::expand_args(typed.clone(), env) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
+            let file = config::file_path(&typed, env);
+            let sources = usage::Sources {
+                typed: &typed,
+                from_file: &args[typed.len()..],
+                file: file.as_deref(),
+                env,
+            };
+            for note in usage::notes(&e, &sources) {
+                eprintln!("note: {note}");
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
         Err(e) => {

@@ -102,3 +102,33 @@ async fn role_help_puts_global_flags_under_their_own_heading() {
         assert!(global.contains(flag) && !own.contains(flag), "{flag} is global: {help}");
     }
 }
+
+/// A bad value or key names where it came from: the environment variable, or the config file
+/// (clap alone reports both as if a flag had been typed); a missing flag names its variable.
+#[tokio::test]
+async fn usage_errors_name_the_variable_or_file_that_holds_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(switchboard(dir.path()).env("SWITCHBOARD_GRACE", "abc").arg("demo")).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(stderr(&out).contains("environment variable SWITCHBOARD_GRACE"), "{}", stderr(&out));
+
+    let file = dir.path().join("switchboard.toml");
+    std::fs::write(&file, "bogus-key = 1\n").unwrap();
+    let out = run(switchboard(dir.path()).args(["--config", file.to_str().unwrap(), "demo"])).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let msg = stderr(&out);
+    assert!(msg.contains("`bogus-key`") && msg.contains(file.to_str().unwrap()), "{msg}");
+
+    std::fs::write(&file, "[demo]\ngrace = \"forever\"\n").unwrap();
+    let out = run(switchboard(dir.path()).env("SWITCHBOARD_CONFIG", &file).arg("demo")).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let msg = stderr(&out);
+    assert!(
+        msg.contains("`grace` in the config file") && msg.contains("switchboard.toml"),
+        "{msg}"
+    );
+
+    let out = run(switchboard(dir.path()).args(["control", "agent"])).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(stderr(&out).contains("SWITCHBOARD_TOKEN"), "{}", stderr(&out));
+}
