@@ -198,6 +198,9 @@ fn is_config_error(err: &anyhow::Error) -> bool {
             cause.downcast_ref::<switchboard_aggregator::Error>(),
             Some(switchboard_aggregator::Error::Config(_))
         ) || matches!(
+            cause.downcast_ref::<switchboard_presence::Error>(),
+            Some(switchboard_presence::Error::Config(_))
+        ) || matches!(
             cause.downcast_ref::<switchboard_jobproxy::Error>(),
             Some(switchboard_jobproxy::Error::Config(_))
         ) || matches!(

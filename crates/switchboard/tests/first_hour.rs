@@ -2,9 +2,12 @@
 //! once with a message that names the culprit (the address taken, the variable or file holding
 //! a bad value, the URL missing its scheme) and what to do about it.
 use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::process::Command;
+use switchboard_testkit::free_port;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 /// A process that fails at startup must do so well within this (CI machines are shared).
@@ -32,6 +35,75 @@ async fn run(cmd: &mut Command) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A running `switchboard` with its admin server on `admin` and its stderr collected (and
+/// echoed, so a failing test shows the log); SIGKILLed on drop.
+struct Running {
+    child: Child,
+    admin: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Self {
+        let admin = free_port();
+        cmd.args(["--admin-addr", &format!("127.0.0.1:{admin}")]);
+        let mut child =
+            cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn switchboard");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[switchboard] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, admin, log }
+    }
+
+    /// Waits until a log line contains every one of `needles`; panics after `within`.
+    async fn wait_for_log(&mut self, needles: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("switchboard exited with {status} before logging {needles:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no log line with {needles:?} within {within:?}");
+    }
+
+    /// The status code of `GET /readyz` on the admin server.
+    async fn readyz(&self) -> u16 {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin);
+        reqwest::get(url).await.map_or(0, |r| r.status().as_u16())
+    }
+
+    /// Polls `/readyz` until it answers `want`; panics after `within`.
+    async fn wait_for_readyz(&self, want: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = 0;
+        while Instant::now() < deadline {
+            last = self.readyz().await;
+            if last == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("/readyz answered {last}, not {want}, for {within:?}");
+    }
 }
 
 /// Every listener of every role, started on an address another socket holds, exits 1 with
@@ -131,4 +203,37 @@ async fn usage_errors_name_the_variable_or_file_that_holds_the_setting() {
     let out = run(switchboard(dir.path()).args(["control", "agent"])).await;
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(stderr(&out).contains("SWITCHBOARD_TOKEN"), "{}", stderr(&out));
+}
+
+/// `--gateway 127.0.0.1:25051` is a common slip: tonic would take it and fail every connection
+/// with a bare "transport error". It is refused at once, showing the URL it should have been.
+#[tokio::test]
+async fn presence_clients_refuse_a_gateway_without_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["clients", "client"] {
+        let args = ["presence", role, "--gateway", "127.0.0.1:25051"];
+        let out = run(switchboard(dir.path()).args(args)).await;
+        assert_eq!(out.status.code(), Some(64), "{out:?}");
+        assert!(stderr(&out).contains("http://127.0.0.1:25051"), "{}", stderr(&out));
+    }
+}
+
+/// Clients whose gateway is down say so at info level (a WARN naming the gateway and the
+/// cause) and are not ready; once the gateway comes up they connect and turn ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_clients_report_a_gateway_that_is_down_and_turn_ready_when_it_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let mut clients = switchboard(dir.path());
+    clients.args(["presence", "clients", "--count", "3", "--max-backoff", "300ms"]);
+    clients.args(["--gateway", &format!("http://{gateway}")]);
+    let mut clients = Running::spawn(clients);
+    let line = clients.wait_for_log(&["WARN", "cannot reach", &gateway], FAIL_FAST).await;
+    assert!(line.contains("refused"), "the cause is shown: {line}");
+    assert_eq!(clients.readyz().await, 503, "no client is connected");
+
+    let mut server = switchboard(dir.path());
+    server.args(["presence", "gateway", "--listen", &gateway]);
+    let _server = Running::spawn(server);
+    clients.wait_for_readyz(200, FAIL_FAST).await;
 }
