@@ -10,6 +10,7 @@
 //! * [`shutdown`] — SIGINT/SIGTERM → cancel → drain with a deadline; the [`Ctx`] every role gets.
 //! * [`redact`] — credentials masked out of every URL that reaches output.
 //! * [`stats`] — quantiles for the benchmark programs.
+//! * [`url`] — the check of URLs roles dial (a scheme, http or https).
 //! * [`window`] — clocks (real and manual) and wall-clock-aligned time windows.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod redact;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
+pub mod url;
 pub mod window;
 
 pub use error::{Error, Result};

@@ -259,19 +259,8 @@ impl Client {
 /// Parses a gateway URL, insisting on a scheme: tonic takes `127.0.0.1:50051` for a URL and
 /// then fails every connection attempt with a bare "transport error".
 fn endpoint(url: &str) -> Result<Endpoint> {
-    let e = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| Error::Config(format!("gateway URL {url:?} is not a URL: {e}")))?;
-    match e.uri().scheme_str() {
-        Some("http" | "https") if e.uri().host().is_some() => Ok(e),
-        Some("http" | "https") => Err(Error::Config(format!("gateway URL {url:?} has no host"))),
-        Some(other) => Err(Error::Config(format!(
-            "gateway URL {url:?}: scheme {other}:// is not supported; use http:// (or https:// \
-             for TLS), e.g. http://127.0.0.1:50051"
-        ))),
-        None => Err(Error::Config(format!(
-            "gateway URL {url:?} has no scheme; write it as http://{url} (or https://{url} for TLS)"
-        ))),
-    }
+    let uri = switchboard_core::url::http("--gateway", url).map_err(Error::Config)?;
+    Ok(Endpoint::from(uri))
 }
 
 /// Client-side HTTP/2 settings: small windows (tiny messages), keepalive to notice a dead
