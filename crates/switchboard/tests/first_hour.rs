@@ -5,7 +5,7 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard_testkit::free_port;
+use switchboard_testkit::{NatsServer, free_port};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -236,4 +236,51 @@ async fn presence_clients_report_a_gateway_that_is_down_and_turn_ready_when_it_i
     server.args(["presence", "gateway", "--listen", &gateway]);
     let _server = Running::spawn(server);
     clients.wait_for_readyz(200, FAIL_FAST).await;
+}
+
+/// NATS and PostgreSQL that cannot be reached are treated alike: retried with an info line for
+/// the same bounded time (10 s), then exit 1 with the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_bus_and_store_are_retried_for_the_same_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let timed = |engine: &'static str, url: &'static str| {
+        let mut cmd = switchboard(dir.path());
+        cmd.args(["tracker", "worker", engine, url]);
+        async move {
+            let started = Instant::now();
+            (run(&mut cmd).await, started.elapsed())
+        }
+    };
+    let ((bus, bus_took), (store, store_took)) = tokio::join!(
+        timed("--bus", "nats://127.0.0.1:1"),
+        timed("--store", "postgres://switchboard@127.0.0.1:1/switchboard"),
+    );
+    for (out, took, what) in [(&bus, bus_took, "bus"), (&store, store_took, "store")] {
+        let msg = stderr(out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {msg}");
+        assert!(msg.contains(&format!("{what} not reachable yet, retrying")), "{what}: {msg}");
+        assert!(msg.contains("127.0.0.1:1") && msg.contains("refused"), "{what}: {msg}");
+        let (least, most) = (Duration::from_secs(8), Duration::from_secs(20));
+        assert!(took >= least && took <= most, "{what} gave up after {took:?}");
+    }
+}
+
+/// A bus that comes up during that wait (engines starting beside the roles) is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_that_comes_up_during_the_wait_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start();
+    nats.kill();
+    let store = format!("sqlite://{}", dir.path().join("tracker.db").display());
+    let mut worker = switchboard(dir.path());
+    worker.args(["tracker", "worker", "--bus", &nats.url, "--store", &store]);
+    let mut worker = Running::spawn(worker);
+    worker.wait_for_log(&["INFO", "bus not reachable yet, retrying"], FAIL_FAST).await;
+    let _nats = tokio::task::spawn_blocking(move || {
+        nats.restart();
+        nats
+    })
+    .await
+    .unwrap();
+    worker.wait_for_readyz(200, FAIL_FAST).await;
 }
