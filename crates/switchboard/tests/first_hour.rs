@@ -284,3 +284,58 @@ async fn a_bus_that_comes_up_during_the_wait_is_used() {
     .unwrap();
     worker.wait_for_readyz(200, FAIL_FAST).await;
 }
+
+/// `scripts/dev-engines.sh`, the README's distributed quick start without Docker: the URLs it
+/// prints serve a role that needs both engines, and SIGTERM (Ctrl-C in a terminal) stops both
+/// engines and deletes their data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_engines_script_serves_distributed_mode_and_cleans_up() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/dev-engines.sh");
+    let mut engines = Command::new("bash")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run dev-engines.sh");
+    let mut lines = BufReader::new(engines.stdout.take().unwrap()).lines();
+    let (mut exports, mut data_dir) = (Vec::new(), None);
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split_once("data in ").map(|(_, r)| r) {
+                data_dir = rest.split(';').next().map(std::path::PathBuf::from);
+            }
+            if let Some((key, value)) = line.strip_prefix("export ").and_then(|l| l.split_once('='))
+            {
+                exports.push((key.to_owned(), value.to_owned()));
+                if exports.len() == 2 {
+                    return;
+                }
+            }
+        }
+        panic!("dev-engines.sh ended before printing both URLs");
+    };
+    tokio::time::timeout(Duration::from_secs(90), read).await.expect("URLs within 90 s");
+    let keys: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["SWITCHBOARD_BUS", "SWITCHBOARD_STORE"]);
+    let data_dir = data_dir.expect("the data dir is printed");
+    assert!(data_dir.is_dir(), "{data_dir:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = switchboard(dir.path());
+    worker.envs(exports.iter().cloned()).args(["tracker", "worker"]);
+    let worker = Running::spawn(worker);
+    worker.wait_for_readyz(200, FAIL_FAST).await;
+    drop(worker);
+
+    let pid = engines.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(FAIL_FAST, engines.wait()).await.expect("stops").unwrap();
+    assert!(!status.success(), "stopped by a signal: {status}");
+    assert!(!data_dir.exists(), "{data_dir:?} is deleted");
+    for (_, url) in &exports {
+        let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        assert!(std::net::TcpStream::connect(&addr).is_err(), "{addr} still answers");
+    }
+}
