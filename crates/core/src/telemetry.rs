@@ -1,7 +1,7 @@
 //! Logging, tracing and metrics setup — done once, in `main`.
 //!
 //! * Logs: pretty (coloured only when stderr is a terminal), JSON with `--log-format json`;
-//!   filter from `RUST_LOG` (default `info`).
+//!   filter from `RUST_LOG` (default `info`; `warn` for benchmarks).
 //! * Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/gRPC and
 //!   W3C trace context is the global propagator (so spans join across processes).
 //! * Metrics: the `metrics` facade with a Prometheus recorder, rendered by `/metrics`.
@@ -60,12 +60,15 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 /// Installs the tracing subscriber, the OTLP exporter (if configured) and the metrics recorder.
+/// `default_filter` applies when `RUST_LOG` is unset (`info` for services; benchmarks pass
+/// `warn` so the roles they run in-process do not bury the result table).
 ///
 /// # Errors
 /// The OTLP exporter cannot be built, or a subscriber is already installed.
-pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry> {
+pub fn init(service: &'static str, format: LogFormat, default_filter: &str) -> Result<Telemetry> {
     let _ = prometheus();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
 
     let provider = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()

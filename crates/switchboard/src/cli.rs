@@ -18,7 +18,7 @@ const GLOBAL: &str = "Global Options";
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
-    /// Log format on stderr (`RUST_LOG` sets the filter, default `info`).
+    /// Log format on stderr (`RUST_LOG` sets the filter, default `info`; `warn` for benchmarks).
     #[arg(long, global = true, help_heading = GLOBAL, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 

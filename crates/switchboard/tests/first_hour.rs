@@ -43,6 +43,7 @@ struct Running {
     child: Child,
     admin: u16,
     log: Arc<Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -54,30 +55,35 @@ impl Running {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
         let sink = log.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("[switchboard] {line}");
                 sink.lock().unwrap().push(line);
             }
         });
-        Self { child, admin, log }
+        Self { child, admin, log, reader }
+    }
+
+    fn find(&self, needles: &[&str]) -> Option<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().find(|l| needles.iter().all(|n| l.contains(n))).cloned()
     }
 
     /// Waits until a log line contains every one of `needles`; panics after `within`.
     async fn wait_for_log(&mut self, needles: &[&str], within: Duration) -> String {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let found = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-                .cloned();
-            if let Some(line) = found {
+            if let Some(line) = self.find(needles) {
                 return line;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Exited: the reader ends once it has read the last lines.
+                if !self.reader.is_finished() {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
+                }
+                if let Some(line) = self.find(needles) {
+                    return line;
+                }
                 panic!("switchboard exited with {status} before logging {needles:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -338,4 +344,52 @@ async fn dev_engines_script_serves_distributed_mode_and_cleans_up() {
         let addr = format!("127.0.0.1:{port}");
         assert!(std::net::TcpStream::connect(&addr).is_err(), "{addr} still answers");
     }
+}
+
+/// A benchmark says what it is doing while it measures (stderr), and Ctrl-C stops it at once
+/// with 130 and no result, instead of waiting for the run to end or for `--grace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_prints_progress_and_stops_at_once_on_sigint_with_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bench = switchboard(dir.path());
+    bench.args(["--grace", "30s", "bench", "aggregator", "--duration", "60s"]);
+    let mut bench = Running::spawn(bench);
+    bench.wait_for_log(&["run 1 of 2"], FAIL_FAST).await;
+    let pid = bench.child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    let within = Duration::from_secs(5);
+    let status = tokio::time::timeout(within, bench.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit within {within:?} of SIGINT"))
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    bench.wait_for_log(&["bench interrupted: no result"], within).await;
+}
+
+/// The in-process roles of `bench control` log at warn unless `RUST_LOG` says otherwise, so
+/// the table is not buried under one line per attaching and detaching agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_control_output_is_its_table_not_the_roles_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bench = switchboard(dir.path());
+    bench.env_remove("RUST_LOG");
+    bench.args([
+        "bench",
+        "control",
+        "--agents",
+        "100",
+        "--round-trips",
+        "200",
+        "--broadcasts",
+        "3",
+    ]);
+    let out = tokio::time::timeout(Duration::from_secs(120), bench.output())
+        .await
+        .expect("bench control within 120 s")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("scenario") && table.contains("\"bench\":\"control\""), "{table}");
+    let log = stderr(&out);
+    assert!(log.lines().count() < 20, "{} stderr lines:\n{log}", log.lines().count());
 }
