@@ -328,3 +328,59 @@ async fn readme_commands_work_as_written() {
         assert!(ran.iter().any(|h| h.starts_with(service)), "no {service} block ran: {ran:?}");
     }
 }
+
+/// The `switchboard …` command lines of a Markdown file's `sh` blocks (continuations joined,
+/// comments and pipes cut off), whichever program runs them (`./target/release/switchboard`,
+/// after `VAR=value`, behind `printf … |`).
+fn switchboard_commands(markdown: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut joined = String::new();
+    for block in blocks(markdown) {
+        for line in block.lines {
+            if let Some(head) = line.strip_suffix('\\') {
+                joined.push_str(head);
+                continue;
+            }
+            joined.push_str(&line);
+            lines.push(std::mem::take(&mut joined));
+        }
+    }
+    let mut commands = Vec::new();
+    for line in lines {
+        let line = line.split(" #").next().unwrap_or_default();
+        for segment in line.split('|') {
+            let words: Vec<&str> =
+                segment.split_whitespace().skip_while(|w| w.contains('=')).collect();
+            if words.first().is_some_and(|w| *w == "switchboard" || w.ends_with("/switchboard")) {
+                commands.push(words[1..].join(" "));
+            }
+        }
+    }
+    commands
+}
+
+/// Every `switchboard …` line of README.md and of every docs page parses: its subcommand and
+/// flags exist and their values are valid (checked with `--help` appended, so nothing runs).
+/// The pages' blocks name hosts of a deployment, so they are not run as the README's are.
+#[tokio::test]
+async fn every_switchboard_command_in_the_docs_parses() {
+    let mut files = vec![Path::new(REPO).join("README.md")];
+    let docs = std::fs::read_dir(Path::new(REPO).join("docs")).unwrap();
+    files.extend(
+        docs.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "md")),
+    );
+    let session = Session::new();
+    let (mut checked, mut problems) = (0, Vec::new());
+    for file in &files {
+        for args in switchboard_commands(&std::fs::read_to_string(file).unwrap()) {
+            checked += 1;
+            let out = session.bash(&format!("switchboard {args} --help")).output().await.unwrap();
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr).into_owned();
+                problems.push(format!("{}: switchboard {args}\n{err}", file.display()));
+            }
+        }
+    }
+    assert!(checked >= 30, "only {checked} commands found: is the extraction broken?");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
