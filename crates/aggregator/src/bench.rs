@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use switchboard_core::stats::with_progress;
 use switchboard_core::{Ctx, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -71,11 +72,19 @@ enum Mode {
 pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     let frames = Arc::new(build_frames(&args));
     let mut results = Vec::new();
-    for mode in [Mode::Reference, Mode::Aggregator] {
+    for (run, mode) in [Mode::Reference, Mode::Aggregator].into_iter().enumerate() {
         if ctx.shutdown.is_cancelled() {
             return Err(Error::Bench("interrupted".into()));
         }
-        results.push(measure(mode, frames.clone(), args.duration).await?);
+        let what = match mode {
+            Mode::Reference => "reference: read + parse only",
+            Mode::Aggregator => "aggregator: the real session loop",
+        };
+        let label = format!("bench aggregator: run {} of 2, {what}", run + 1);
+        let measure = measure(mode, frames.clone(), args.duration);
+        let measured = with_progress(&label, Some(args.duration), measure).await?;
+        eprintln!("  {:.0} messages/s", measured.rate());
+        results.push(measured);
     }
     let (reference, aggregator) = (&results[0], &results[1]);
     print_report(&args, reference, aggregator);

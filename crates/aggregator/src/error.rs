@@ -7,7 +7,15 @@ pub enum Error {
     /// A flag has an unusable value.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A socket could not be bound or used.
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// A socket could not be used.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     /// The wsserver simulator saw reports that differ from its ground truth.

@@ -117,7 +117,8 @@ impl WsServerArgs {
 
 /// Binds the listener; returns it with the bound address.
 pub(crate) async fn bind(args: &WsServerArgs) -> Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(args.listen).await?;
+    let addr = args.listen;
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
 }

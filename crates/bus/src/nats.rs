@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::client::RequestErrorKind;
 use async_nats::jetstream::context::{CreateStreamErrorKind, PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, stream};
-use async_nats::{ConnectOptions, Event, Request};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event, Request};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -25,6 +25,36 @@ use crate::{Error, Message, Reply, Result, StreamConfig, Subscription, Subscript
 /// Publish acknowledgements awaited at once by a batch publish. Bounded so a huge batch does
 /// not exhaust async-nats' in-flight ack permits (5,000) and stays friendly to the server.
 const PIPELINE_WINDOW: usize = 1_024;
+
+/// How long [`NatsBus::connect`] waits for a server that is not reachable yet (the store's
+/// `DEFAULT_CONNECT_WAIT` for PostgreSQL is the same).
+pub(crate) const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Client options: the credentials, connection events logged, slow-subscriber drops counted.
+fn options(credentials: Option<&Credentials>, server: &str, dropped: &Arc<Shed>) -> ConnectOptions {
+    let (dropped, server) = (Arc::clone(dropped), server.to_owned());
+    let options = match credentials {
+        Some(Credentials::UserPassword(user, pass)) => {
+            ConnectOptions::with_user_and_password(user.clone(), pass.clone())
+        }
+        Some(Credentials::Token(token)) => ConnectOptions::with_token(token.clone()),
+        None => ConnectOptions::new(),
+    };
+    options.name("switchboard").event_callback(move |event| {
+        let dropped = Arc::clone(&dropped);
+        let server = server.clone();
+        async move {
+            match event {
+                Event::SlowConsumer(_) => dropped.record(1),
+                Event::Connected => tracing::info!(%server, "nats connected"),
+                Event::Disconnected => {
+                    tracing::warn!(%server, "nats disconnected; reconnecting");
+                }
+                other => tracing::warn!(%server, event = %other, "nats event"),
+            }
+        }
+    })
+}
 
 /// A connection to NATS. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -77,40 +107,35 @@ fn split_credentials(url: &str) -> (String, Option<Credentials>) {
 }
 
 impl NatsBus {
+    /// Connects to `url`, retrying a server that is not reachable yet (refused, timed out,
+    /// name not resolvable: still starting, e.g. beside us in docker compose) for up to
+    /// [`CONNECT_WAIT`] with an info line per attempt — the same wait the store gives
+    /// PostgreSQL. Other failures (bad credentials, TLS) fail at once.
     pub(crate) async fn connect(url: &str) -> Result<Self> {
         let server = switchboard_core::redact::url(url);
         let dropped =
             Arc::new(Shed::new("bus_dropped_total", "nats", "slow_subscriber", server.clone()));
-        let for_events = server.clone();
         // Credentials go to the client as options, never inside the URL it keeps: the URL
         // appears in its own debug logs.
         let (servers, credentials) = split_credentials(url);
-        let options = match credentials {
-            Some(Credentials::UserPassword(user, pass)) => {
-                ConnectOptions::with_user_and_password(user, pass)
-            }
-            Some(Credentials::Token(token)) => ConnectOptions::with_token(token),
-            None => ConnectOptions::new(),
-        };
-        let client = options
-            .name("switchboard")
-            .event_callback(move |event| {
-                let dropped = Arc::clone(&dropped);
-                let server = for_events.clone();
-                async move {
-                    match event {
-                        Event::SlowConsumer(_) => dropped.record(1),
-                        Event::Connected => tracing::info!(%server, "nats connected"),
-                        Event::Disconnected => {
-                            tracing::warn!(%server, "nats disconnected; reconnecting");
-                        }
-                        other => tracing::warn!(%server, event = %other, "nats event"),
-                    }
+        let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+        let mut backoff = Duration::from_millis(50);
+        let client = loop {
+            match options(credentials.as_ref(), &server, &dropped).connect(servers.as_str()).await {
+                Ok(client) => break client,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
+                    ) && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::info!(%server, error = %e, "bus not reachable yet, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-            })
-            .connect(servers.as_str())
-            .await
-            .map_err(|e| engine(&format!("connecting to {server}"), e))?;
+                Err(e) => return Err(engine(&format!("connecting to {server}"), e)),
+            }
+        };
         let js = Arc::new(jetstream::new(client.clone()));
         Ok(Self { client, js })
     }

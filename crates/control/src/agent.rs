@@ -176,8 +176,8 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
 
 /// The console endpoint described by the flags.
 async fn endpoint(args: &AgentArgs) -> Result<Endpoint> {
-    let mut endpoint = Endpoint::from_shared(args.server.clone())
-        .map_err(|e| Error::Config(format!("--server {}: {e}", args.server)))?
+    let uri = switchboard_core::url::http("--server", &args.server).map_err(Error::Config)?;
+    let mut endpoint = Endpoint::from(uri)
         .connect_timeout(args.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

@@ -44,7 +44,9 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
         let out = input.printer.clone();
         let console = Console::new(fleet, out, Duration::from_secs(5), Duration::from_secs(60));
         let console_ctx = ctx.clone();
-        ctx.spawn(async move { server::drive(console, input, &console_ctx).await });
+        ctx.spawn(async move {
+            server::drive(console, input, &console_ctx).await;
+        });
         endpoints.push(Endpoint::new(
             "control",
             "console: type commands here",

@@ -16,6 +16,19 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
+    /// `--wait-agents` were not all attached within `--wait-timeout` (a runtime failure, exit 1:
+    /// the flags were fine, the agents did not come).
+    #[error("only {attached} of {wanted} agents attached to {addr} within {waited:?}")]
+    TooFewAgents {
+        /// Agents attached when the wait ended.
+        attached: usize,
+        /// `--wait-agents`.
+        wanted: usize,
+        /// The console's address.
+        addr: SocketAddr,
+        /// `--wait-timeout`.
+        waited: std::time::Duration,
+    },
     /// The server refused this agent's token; retrying cannot help.
     #[error("the server refused our credentials: {0}")]
     Unauthenticated(String),

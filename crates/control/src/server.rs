@@ -100,12 +100,12 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
             r = fleet.wait_for(args.wait_agents, args.wait_timeout) => r,
         };
         if !reached {
-            return Err(Error::Config(format!(
-                "only {} of {} agents attached to {addr} within {:?}",
-                fleet.len(),
-                args.wait_agents,
-                args.wait_timeout
-            )));
+            return Err(Error::TooFewAgents {
+                attached: fleet.len(),
+                wanted: args.wait_agents,
+                addr,
+                waited: args.wait_timeout,
+            });
         }
     }
     let source = match (&args.exec, std::io::IsTerminal::is_terminal(&std::io::stdin())) {
@@ -113,10 +113,19 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
         (None, true) => Source::Editor(args.history.clone()),
         (None, false) => Source::Stdin,
     };
+    let from_stdin = matches!(source, Source::Stdin);
     let input = spawn_input(source, fleet.clone())?;
     let console =
         Console::new(fleet, input.printer.clone(), args.reply_timeout, args.finish_timeout);
-    drive(console, input, &ctx).await;
+    let lines = drive(console, input, &ctx).await;
+    if from_stdin && lines == 0 && !ctx.shutdown.is_cancelled() {
+        // stdin is not a terminal (a pipe, a file, /dev/null, a service manager): without this
+        // line the console would just exit 0, as if it had done something.
+        tracing::warn!(
+            "stdin ended before any command (it is not a terminal): nothing to run; pipe commands \
+             in, pass --exec 'start; ping', or add --stay to keep serving agents"
+        );
+    }
     if args.stay {
         ctx.shutdown.cancelled().await;
     }
@@ -124,14 +133,16 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
 }
 
 /// Feeds input lines to the console until the input ends, `quit`, or shutdown; then waits
-/// for the calculations it started.
-pub(crate) async fn drive(mut console: Console, mut input: Input, ctx: &Ctx) {
+/// for the calculations it started. Returns how many lines were read.
+pub(crate) async fn drive(mut console: Console, mut input: Input, ctx: &Ctx) -> usize {
+    let mut lines = 0;
     loop {
         let line = tokio::select! {
-            () = ctx.shutdown.cancelled() => return,
+            () = ctx.shutdown.cancelled() => return lines,
             l = input.lines.recv() => l,
         };
         let Some(line) = line else { break };
+        lines += 1;
         let flow = console.run_line(&line).await;
         input.line_done(flow == Flow::Continue);
         if flow == Flow::Quit {
@@ -142,4 +153,5 @@ pub(crate) async fn drive(mut console: Console, mut input: Input, ctx: &Ctx) {
         () = ctx.shutdown.cancelled() => {}
         () = console.wait() => {}
     }
+    lines
 }

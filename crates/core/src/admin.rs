@@ -40,10 +40,10 @@ async fn metrics_text() -> impl IntoResponse {
 /// Binds `addr`, returning the listener and the address actually bound (useful with port 0).
 ///
 /// # Errors
-/// The address cannot be bound.
+/// [`crate::Error::Bind`], naming `addr`, when the address cannot be bound.
 pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
-    let l = TcpListener::bind(addr).await?;
-    let local = l.local_addr()?;
+    let l = TcpListener::bind(addr).await.map_err(|source| crate::Error::Bind { addr, source })?;
+    let local = l.local_addr().map_err(|source| crate::Error::Bind { addr, source })?;
     Ok((l, local))
 }
 

@@ -28,7 +28,8 @@ pub fn env_var_for(flag: &str) -> String {
     format!("SWITCHBOARD_{}", flag.replace('-', "_").to_ascii_uppercase())
 }
 
-/// Returns `args` with the TOML config file's settings appended as flags.
+/// Returns `args` with the TOML config file's settings appended as flags (after every original
+/// argument, so `out[args.len()..]` are the file's).
 ///
 /// `env` looks up an environment variable (pass `|k| std::env::var_os(k)`); it is a
 /// parameter so tests need not touch the process environment.
@@ -39,7 +40,7 @@ pub fn expand_args(
     args: Vec<OsString>,
     env: impl Fn(&str) -> Option<OsString>,
 ) -> Result<Vec<OsString>> {
-    let Some(path) = config_path(&args).or_else(|| env(CONFIG_ENV).map(PathBuf::from)) else {
+    let Some(path) = file_path(&args, &env) else {
         return Ok(args);
     };
     let text = std::fs::read_to_string(&path)
@@ -89,6 +90,11 @@ pub fn expand_args(
         }
     }
     Ok(out)
+}
+
+/// The TOML file [`expand_args`] reads: `--config FILE`, else `SWITCHBOARD_CONFIG`, else none.
+pub fn file_path(args: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    config_path(args).or_else(|| env(CONFIG_ENV).map(PathBuf::from))
 }
 
 fn config_path(args: &[OsString]) -> Option<PathBuf> {

@@ -1,4 +1,5 @@
 //! Errors raised by the core crate (mostly at startup).
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Core error.
@@ -26,7 +27,16 @@ pub enum Error {
     /// A TLS certificate, key or CA file is unusable.
     #[error("tls: {0}")]
     Tls(String),
-    /// Binding or serving a socket failed.
+    /// A listening socket could not be bound; names the address, since a process may have
+    /// several listeners and "Address already in use" alone does not say which one.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// Serving a socket failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -11,6 +11,7 @@
 //! * [`redact`] — credentials masked out of every URL that reaches output.
 //! * [`stats`] — quantiles for the benchmark programs.
 //! * [`tls`] — the `--tls-*` flags and rustls configuration of our HTTP listeners.
+//! * [`url`] — the check of URLs roles dial (a scheme, http or https).
 //! * [`window`] — clocks (real and manual) and wall-clock-aligned time windows.
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
 pub mod tls;
+pub mod url;
 pub mod window;
 
 pub use error::{Error, Result};

@@ -1,5 +1,37 @@
-//! Summary statistics shared by the benchmark programs.
-use std::time::Duration;
+//! Summary statistics shared by the benchmark programs, and their progress lines: a benchmark
+//! that measures for a minute says what it is doing meanwhile (on stderr, so stdout keeps only
+//! the table and the JSON line).
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// How often [`with_progress`] reports.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Awaits `work`, printing `what` on stderr at once and then the elapsed time (of `expected`,
+/// if known) every [`PROGRESS_EVERY`] until it completes.
+pub async fn with_progress<F: Future>(
+    what: &str,
+    expected: Option<Duration>,
+    work: F,
+) -> F::Output {
+    eprintln!("{what}…");
+    let started = Instant::now();
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticks.tick() => {
+                let done = started.elapsed().as_secs();
+                match expected {
+                    Some(total) => eprintln!("  {what}: {done} s of {} s", total.as_secs()),
+                    None => eprintln!("  {what}: {done} s"),
+                }
+            }
+        }
+    }
+}
 
 /// The `q`-quantile (0..=1) of `sorted` by nearest rank; zero for no samples.
 pub fn quantile(sorted: &[Duration], q: f64) -> Duration {

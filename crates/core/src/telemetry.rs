@@ -1,10 +1,11 @@
 //! Logging, tracing and metrics setup — done once, in `main`.
 //!
-//! * Logs: pretty on a terminal, JSON with `--log-format json`; filter from `RUST_LOG`
-//!   (default `info`).
+//! * Logs: pretty (coloured only when stderr is a terminal), JSON with `--log-format json`;
+//!   filter from `RUST_LOG` (default `info`; `warn` for benchmarks).
 //! * Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/gRPC and
 //!   W3C trace context is the global propagator (so spans join across processes).
 //! * Metrics: the `metrics` facade with a Prometheus recorder, rendered by `/metrics`.
+use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -59,12 +60,15 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 /// Installs the tracing subscriber, the OTLP exporter (if configured) and the metrics recorder.
+/// `default_filter` applies when `RUST_LOG` is unset (`info` for services; benchmarks pass
+/// `warn` so the roles they run in-process do not bury the result table).
 ///
 /// # Errors
 /// The OTLP exporter cannot be built, or a subscriber is already installed.
-pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry> {
+pub fn init(service: &'static str, format: LogFormat, default_filter: &str) -> Result<Telemetry> {
     let _ = prometheus();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
 
     let provider = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -89,9 +93,13 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry> {
 
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let res = match format {
-        LogFormat::Pretty => {
-            registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
-        }
+        LogFormat::Pretty => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()

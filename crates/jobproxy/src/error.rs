@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listening socket could not be bound.
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,

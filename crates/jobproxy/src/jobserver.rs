@@ -41,7 +41,7 @@ use fault::roll;
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobServerArgs {
     /// Address to listen on.
-    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8090")]
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
     /// How long one job runs.

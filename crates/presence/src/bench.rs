@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use switchboard_core::Ctx;
+use switchboard_core::stats::{PROGRESS_EVERY, with_progress};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::{Child, Command};
 
@@ -75,8 +76,12 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     );
     let ours = gateway_run(&args, false, &ctx).await?;
     let plain = if args.no_reference { None } else { Some(gateway_run(&args, true, &ctx).await?) };
-    let ingest =
-        if args.reports > 0 { Some(ingest::run(args.reports, args.users).await?) } else { None };
+    let ingest = if args.reports > 0 {
+        let what = format!("status ingest: {} reports from {} users", args.reports, args.users);
+        Some(with_progress(&what, None, ingest::run(args.reports, args.users)).await?)
+    } else {
+        None
+    };
     print_report(&args, &ours, plain.as_ref(), ingest.as_ref());
     Ok(())
 }
@@ -92,6 +97,8 @@ async fn gateway_run(args: &BenchArgs, plain: bool, ctx: &Ctx) -> Result<Gateway
     } else {
         gw.args(["presence", "gateway", "--listen", &listen]);
     }
+    let server = if plain { "plain tonic" } else { "gateway" };
+    eprintln!("{server} run: starting the server and {} clients", args.clients);
     let gw = spawn(gw)?;
     let pid = gw.id().ok_or_else(|| Error::Bench("gateway exited at once".into()))?;
     wait_listening(&listen, Duration::from_secs(15)).await?;
@@ -127,6 +134,7 @@ async fn gateway_run(args: &BenchArgs, plain: bool, ctx: &Ctx) -> Result<Gateway
 
     let started = Instant::now();
     let target = args.clients as f64;
+    let mut reported = Instant::now();
     let held = loop {
         let n = sessions(admin).await;
         if n >= target
@@ -135,15 +143,23 @@ async fn gateway_run(args: &BenchArgs, plain: bool, ctx: &Ctx) -> Result<Gateway
         {
             break n;
         }
+        if reported.elapsed() >= PROGRESS_EVERY {
+            eprintln!("  {server} run: {n} of {target} clients connected");
+            reported = Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let ramp_secs = started.elapsed().as_secs_f64();
+    eprintln!("  {server} run: {held} clients connected in {ramp_secs:.1} s");
     // Settle, and let the clients' warm-up pass, before measuring.
-    tokio::time::sleep(warmup.saturating_sub(started.elapsed()).max(Duration::from_secs(3))).await;
+    let settle = warmup.saturating_sub(started.elapsed()).max(Duration::from_secs(3));
+    let what = format!("  {server} run: settling");
+    with_progress(&what, Some(settle), tokio::time::sleep(settle)).await;
     let rss_loaded = procfs::rss_bytes(pid).unwrap_or(0);
     let cpu0 = procfs::cpu_time(pid).unwrap_or_default();
     let t0 = Instant::now();
-    tokio::time::sleep(args.measure).await;
+    let what = format!("  {server} run: measuring");
+    with_progress(&what, Some(args.measure), tokio::time::sleep(args.measure)).await;
     let cpu = procfs::cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
     let cpu_pct = cpu.as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
     let held_end = sessions(admin).await.min(held);
@@ -164,11 +180,7 @@ async fn gateway_run(args: &BenchArgs, plain: bool, ctx: &Ctx) -> Result<Gateway
         run.jitter_max_ms = run.jitter_max_ms.max(json_u64(line, "jitter_max_ms"));
     }
     stop(gw).await;
-    tracing::info!(
-        server = if plain { "plain tonic" } else { "gateway" },
-        ?run,
-        "gateway run done"
-    );
+    tracing::info!(server, ?run, "gateway run done");
     Ok(run)
 }
 
@@ -257,7 +269,9 @@ fn json_u64(line: &str, key: &str) -> u64 {
 }
 
 fn spawn(mut cmd: Command) -> Result<Child> {
-    cmd.env("RUST_LOG", "warn")
+    // Errors only: the children's warnings about their own setup (a gateway on the memory
+    // bus) would read as if the bench had gone wrong.
+    cmd.env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

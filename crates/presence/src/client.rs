@@ -2,11 +2,11 @@
 //! carrying EVEN/ODD from the current Unix time in ms, and reconnects with jittered
 //! exponential backoff — to the next gateway in its list, so a dead gateway's clients spread
 //! over the others.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
-use switchboard_core::{Clock, Ctx, SystemClock};
+use switchboard_core::{Clock, Ctx, Health, SystemClock};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -59,9 +59,8 @@ impl Target {
 /// A gateway URL is invalid.
 pub async fn run(args: ClientArgs, ctx: Ctx) -> Result<()> {
     let id = args.id.unwrap_or_else(uuid::Uuid::new_v4);
-    let client = Client::new(id, &args.target, None)?;
+    let client = Client::new(id, &args.target, None)?.with_health(&ctx.health, "presence-client");
     tracing::info!(client_id = %id, gateways = ?args.target.gateways, "presence client starting");
-    ctx.health.set_ready("presence-client", true);
     client.run(0, ctx.shutdown.clone()).await;
     Ok(())
 }
@@ -73,6 +72,78 @@ pub struct Client {
     gateways: Arc<[Endpoint]>,
     max_backoff: Duration,
     jitter: Option<Arc<Jitter>>,
+    /// Shared by every clone ([`Client::with_id`]): a crowd of simulated clients reports as one.
+    reach: Arc<Reach>,
+}
+
+/// Failed attempts in a row after which a client's failure is logged at WARN, not DEBUG: the
+/// first ones are the normal race of clients started before their gateway.
+const QUIET_FAILURES: u32 = 2;
+/// At most one WARN per this period for all clients sharing a [`Reach`].
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// How many clients of one crowd hold a stream, and readiness to match: a client that cannot
+/// reach any gateway is not doing its job, and `/readyz` says so.
+#[derive(Default)]
+struct Reach {
+    /// Clients holding a stream. A std Mutex rather than an atomic: readiness must flip in the
+    /// same order as the count (held for an increment and a map insert, never across an await).
+    connected: Mutex<usize>,
+    last_warn: Mutex<Option<Instant>>,
+    /// Readiness component to keep in step with `connected > 0`.
+    health: Option<(Health, &'static str)>,
+}
+
+impl Reach {
+    fn attached(&self) {
+        let mut n = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        if let (1, Some((health, component))) = (*n, &self.health) {
+            health.set_ready(component, true);
+        }
+    }
+
+    fn detached(&self) {
+        let mut n = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        if let (0, Some((health, component))) = (*n, &self.health) {
+            health.set_ready(component, false);
+        }
+    }
+
+    /// Logs `error` at WARN if no other client of the crowd did within [`WARN_EVERY`].
+    fn warn(&self, gateway: &Endpoint, error: &Error) {
+        let now = Instant::now();
+        {
+            // A std Mutex: held for one comparison, never across an await.
+            let mut last = self.last_warn.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        tracing::warn!(
+            gateway = %gateway.uri(),
+            error = %describe(error),
+            connected = *self.connected.lock().unwrap_or_else(|p| p.into_inner()),
+            "cannot reach the presence gateway; retrying (is it running at that address?)"
+        );
+    }
+}
+
+/// `error` with its causes (a tonic "transport error" alone does not say "connection refused").
+fn describe(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl Client {
@@ -85,15 +156,23 @@ impl Client {
         if gateways.is_empty() {
             return Err(Error::Config("at least one --gateway is needed".into()));
         }
-        let gateways = gateways
-            .iter()
-            .map(|g| {
-                Endpoint::from_shared(g.clone())
-                    .map(tune)
-                    .map_err(|e| Error::Config(format!("gateway URL {g:?}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { id, gateways: gateways.into(), max_backoff: target.max_backoff, jitter })
+        let gateways =
+            gateways.iter().map(|g| endpoint(g).map(tune)).collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            id,
+            gateways: gateways.into(),
+            max_backoff: target.max_backoff,
+            jitter,
+            reach: Arc::default(),
+        })
+    }
+
+    /// The same client whose readiness `component` in `health` is "at least one clone holds a
+    /// stream to a gateway" (registered not ready now).
+    pub fn with_health(self, health: &Health, component: &'static str) -> Self {
+        health.register(component);
+        let reach = Reach { health: Some((health.clone(), component)), ..Reach::default() };
+        Self { reach: Arc::new(reach), ..self }
     }
 
     /// Clone with another id (many simulated clients share the parsed endpoints).
@@ -113,7 +192,10 @@ impl Client {
                 Ok(true) => attempt = 0,
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::debug!(client_id = %self.id, error = %e, "gateway session failed")
+                    tracing::debug!(client_id = %self.id, error = %e, "gateway session failed");
+                    if attempt >= QUIET_FAILURES {
+                        self.reach.warn(gateway, &e);
+                    }
                 }
             }
             if shutdown.is_cancelled() {
@@ -142,6 +224,7 @@ impl Client {
         crate::trace::inject_metadata(&tracing::Span::current(), request.metadata_mut());
         let mut inbound = client.attach(request).await?.into_inner();
         metrics::gauge!("presence_clients_connected").increment(1.0);
+        self.reach.attached();
         let mut pings = 0u32;
         let mut last_ping = Instant::now();
         let result = loop {
@@ -168,8 +251,16 @@ impl Client {
             }
         };
         metrics::gauge!("presence_clients_connected").decrement(1.0);
+        self.reach.detached();
         result.map(|()| pings > 0)
     }
+}
+
+/// Parses a gateway URL, insisting on a scheme: tonic takes `127.0.0.1:50051` for a URL and
+/// then fails every connection attempt with a bare "transport error".
+fn endpoint(url: &str) -> Result<Endpoint> {
+    let uri = switchboard_core::url::http("--gateway", url).map_err(Error::Config)?;
+    Ok(Endpoint::from(uri))
 }
 
 /// Client-side HTTP/2 settings: small windows (tiny messages), keepalive to notice a dead
@@ -213,5 +304,9 @@ mod tests {
         assert!(Client::new(id, &Target::new(vec![]), None).is_err());
         assert!(Client::new(id, &Target::new(vec!["not a url".into()]), None).is_err());
         assert!(Client::new(id, &Target::new(vec!["http://127.0.0.1:1".into()]), None).is_ok());
+        for bad in ["127.0.0.1:25051", "ftp://127.0.0.1:25051", "localhost"] {
+            let err = Client::new(id, &Target::new(vec![bad.into()]), None).err();
+            assert!(matches!(err, Some(Error::Config(ref m)) if m.contains("http://")), "{bad}");
+        }
     }
 }

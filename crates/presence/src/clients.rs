@@ -60,7 +60,6 @@ pub async fn run(args: ClientsArgs, ctx: Ctx) -> Result<()> {
         });
     }
     spawn(&args, Some(jitter.clone()), &ctx)?;
-    ctx.health.set_ready("presence-clients", true);
     ctx.shutdown.cancelled().await;
     if args.stats_json {
         let s = jitter.summary();
@@ -77,7 +76,9 @@ pub async fn run(args: ClientsArgs, ctx: Ctx) -> Result<()> {
 /// # Errors
 /// A gateway URL is invalid.
 pub fn spawn(args: &ClientsArgs, jitter: Option<Arc<Jitter>>, ctx: &Ctx) -> Result<()> {
-    let proto = Client::new(uuid::Uuid::nil(), &args.target, jitter)?;
+    // Ready once any of them holds a stream: "all started" says nothing about the gateway.
+    let proto = Client::new(uuid::Uuid::nil(), &args.target, jitter)?
+        .with_health(&ctx.health, "presence-clients");
     let count = args.count;
     let pause = Duration::from_secs(1) / args.ramp.max(1);
     let c = ctx.clone();

@@ -30,7 +30,7 @@ pub async fn start(
     let gateway = gateway::start(gateway_args, bus.clone(), ctx.clone()).await?;
     let gateway_url = format!("http://{}", gateway.addr);
     let status_url = format!("http://{status_addr}");
-    ctx.spawn(log_count(status_url, ctx.shutdown.clone()));
+    ctx.spawn(log_count(status_url.clone(), ctx.shutdown.clone()));
     if clients > 0 {
         let args = ClientsArgs::new(clients, vec![gateway_url.clone()]);
         clients::spawn(&args, None, ctx)?;
@@ -40,9 +40,8 @@ pub async fn start(
         Endpoint::new(
             "presence",
             format!("status: online users ({clients} simulated clients)"),
-            format!(
-                "grpcurl -plaintext {status_addr} tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins"
-            ),
+            // A command every reader of the table has; grpcurl is not on a fresh machine.
+            format!("switchboard presence online --status {status_url}"),
         ),
     ])
 }

@@ -7,6 +7,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use switchboard_core::telemetry::LogFormat;
 
+/// Help heading of the flags every command takes, so a role's `--help` lists its own first.
+const GLOBAL: &str = "Global Options";
+
 /// Switchboard: five real-time services behind one binary.
 ///
 /// Start with `switchboard demo`: every service in one process on loopback, embedded bus and
@@ -15,20 +18,20 @@ use switchboard_core::telemetry::LogFormat;
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
-    /// Log format on stderr (`RUST_LOG` sets the filter, default `info`).
-    #[arg(long, global = true, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t)]
+    /// Log format on stderr (`RUST_LOG` sets the filter, default `info`; `warn` for benchmarks).
+    #[arg(long, global = true, help_heading = GLOBAL, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 
     /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`); port 0 picks a free one.
-    #[arg(long, global = true, env = "SWITCHBOARD_ADMIN_ADDR", default_value = "127.0.0.1:0")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "SWITCHBOARD_ADMIN_ADDR", default_value = "127.0.0.1:0")]
     pub admin_addr: SocketAddr,
 
     /// Optional TOML file with defaults for any flag (flags and env vars win over it).
-    #[arg(long, global = true, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// How long to wait for in-flight work to drain after SIGINT/SIGTERM.
-    #[arg(long, global = true, env = "SWITCHBOARD_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "SWITCHBOARD_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
 
     #[command(subcommand)]

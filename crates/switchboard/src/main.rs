@@ -2,12 +2,15 @@
 //! chosen target, wait for a signal, drain, exit.
 //!
 //! Exit codes: 0 success, 1 runtime failure (a failed check such as jobclient, or a role that
-//! did not stop within `--grace`), 64 bad configuration, 130 a second signal cut the drain short.
+//! did not stop within `--grace`), 64 bad configuration, 130 a second signal cut the drain short
+//! or a signal stopped a benchmark (no result).
 #![forbid(unsafe_code)]
 
 mod cli;
 mod demo;
+mod usage;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -23,21 +26,35 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// BSD `EX_USAGE`: the command line or configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
-/// 128 + SIGINT: a second signal cut the drain short.
+/// 128 + SIGINT: a second signal cut the drain short, or a signal stopped a benchmark.
 const EXIT_INTERRUPTED: u8 = 130;
+/// How long an interrupted benchmark's leftovers get before the process exits.
+const BENCH_STOP: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let args = match config::expand_args(std::env::args_os().collect(), |k| std::env::var_os(k)) {
+    let env = |k: &str| std::env::var_os(k);
+    let typed: Vec<OsString> = std::env::args_os().collect();
+    let args = match config::expand_args(typed.clone(), env) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
+            let file = config::file_path(&typed, env);
+            let sources = usage::Sources {
+                typed: &typed,
+                from_file: &args[typed.len()..],
+                file: file.as_deref(),
+                env,
+            };
+            for note in usage::notes(&e, &sources) {
+                eprintln!("note: {note}");
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
         Err(e) => {
@@ -98,15 +115,16 @@ fn run_probe(addr: std::net::SocketAddr, args: &cli::ProbeArgs) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let telemetry = telemetry::init("switchboard", cli.log_format)?;
+    let bench = is_bench(&cli.command);
+    let default_filter = if bench { "warn" } else { "info" };
+    let telemetry = telemetry::init("switchboard", cli.log_format, default_filter)?;
     let ctx = Ctx::new();
 
     // The admin server lives on its own token so it keeps answering /readyz (503) while the
     // roles drain; it stops last.
     let admin_token = tokio_util_token();
-    let (listener, admin_addr) = admin::bind(cli.admin_addr)
-        .await
-        .with_context(|| format!("binding admin server on {}", cli.admin_addr))?;
+    let (listener, admin_addr) =
+        admin::bind(cli.admin_addr).await.context("starting the admin server")?;
     tracing::info!(url = %format!("http://{admin_addr}/metrics"), "admin server listening");
     let admin = tokio::spawn(admin::serve(
         listener,
@@ -145,7 +163,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let remaining = stop_began.get().map_or(grace, |t: &Instant| grace.saturating_sub(t.elapsed()));
+    let mut remaining =
+        stop_began.get().map_or(grace, |t: &Instant| grace.saturating_sub(t.elapsed()));
+    if bench {
+        // Nothing of a benchmark is worth waiting for: its children die with their handles.
+        remaining = remaining.min(BENCH_STOP);
+    }
     if !ctx.drain(remaining).await {
         tracing::warn!(?grace, "some tasks did not finish within the grace period");
     }
@@ -188,6 +211,9 @@ fn is_config_error(err: &anyhow::Error) -> bool {
             cause.downcast_ref::<switchboard_aggregator::Error>(),
             Some(switchboard_aggregator::Error::Config(_))
         ) || matches!(
+            cause.downcast_ref::<switchboard_presence::Error>(),
+            Some(switchboard_presence::Error::Config(_))
+        ) || matches!(
             cause.downcast_ref::<switchboard_jobproxy::Error>(),
             Some(switchboard_jobproxy::Error::Config(_))
         ) || matches!(
@@ -198,6 +224,39 @@ fn is_config_error(err: &anyhow::Error) -> bool {
             Some(switchboard_tracker::Error::Config(_))
         )
     })
+}
+
+/// Whether `command` is a benchmark run (not the reference server a benchmark starts as a
+/// child, which stops like any server).
+fn is_bench(command: &Command) -> bool {
+    match command {
+        Command::Bench(Bench::Presence(args)) => args.serve_reference.is_none(),
+        Command::Bench(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs a benchmark until it prints its result, or until the first signal: an interrupted
+/// measurement is no result, so the run stops at once with [`EXIT_INTERRUPTED`].
+async fn run_bench(which: Bench, ctx: Ctx) -> anyhow::Result<ExitCode> {
+    let stop = ctx.shutdown.clone();
+    let measure = async move {
+        match which {
+            Bench::Aggregator(args) => switchboard_aggregator::bench(args, ctx).await?,
+            Bench::Presence(args) => switchboard_presence::bench(args, ctx).await?,
+            Bench::Jobproxy(args) => switchboard_jobproxy::bench(args, ctx).await?,
+            Bench::Control(args) => switchboard_control::bench(args, ctx).await?,
+            Bench::Tracker(args) => switchboard_tracker::bench(args, ctx).await?,
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        outcome = measure => outcome.map(|()| ExitCode::SUCCESS),
+        () = stop.cancelled() => {
+            eprintln!("bench interrupted: no result");
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
+    }
 }
 
 fn tokio_util_token() -> switchboard_core::shutdown::CancellationToken {
@@ -226,11 +285,10 @@ async fn dispatch(
         Command::Sim(Sim::Jobserver(args)) => {
             switchboard_jobproxy::run_jobserver(args, ctx).await?
         }
-        Command::Bench(Bench::Aggregator(args)) => switchboard_aggregator::bench(args, ctx).await?,
-        Command::Bench(Bench::Presence(args)) => switchboard_presence::bench(args, ctx).await?,
-        Command::Bench(Bench::Jobproxy(args)) => switchboard_jobproxy::bench(args, ctx).await?,
-        Command::Bench(Bench::Control(args)) => switchboard_control::bench(args, ctx).await?,
-        Command::Bench(Bench::Tracker(args)) => switchboard_tracker::bench(args, ctx).await?,
+        Command::Bench(Bench::Presence(args)) if args.serve_reference.is_some() => {
+            switchboard_presence::bench(args, ctx).await?
+        }
+        Command::Bench(which) => return run_bench(which, ctx).await,
         Command::Probe(_) => unreachable!("probe runs before the runtime starts"),
     }
     Ok(ExitCode::SUCCESS)

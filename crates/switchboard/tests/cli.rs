@@ -326,7 +326,7 @@ fn option_blocks(help: &str) -> Vec<(String, String)> {
     let mut in_options = false;
     for line in help.lines() {
         if !line.starts_with(' ') && line.ends_with(':') {
-            in_options = line == "Options:";
+            in_options = line == "Options:" || line == "Global Options:";
             continue;
         }
         if !in_options {

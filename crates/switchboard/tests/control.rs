@@ -490,6 +490,8 @@ fn invalid_flag_values_exit_64_before_anything_starts() {
 fn unusable_server_url_or_token_fails_at_once_instead_of_retrying() {
     for (server, token, needle) in [
         ("http://[::1", TOKEN, "--server"),
+        ("127.0.0.1:7070", TOKEN, "http://127.0.0.1:7070"),
+        ("ftp://127.0.0.1:7070", TOKEN, "http://host:port"),
         ("http://127.0.0.1:9", "control\u{1}char", "--token must be printable ASCII"),
     ] {
         let agent = Proc::spawn(&["control", "agent", "--server", server, "--name", "x"], token);
@@ -497,4 +499,33 @@ fn unusable_server_url_or_token_fails_at_once_instead_of_retrying() {
         assert_eq!(status.code(), Some(64), "a configuration error: {server}: {err}");
         assert!(err.contains(needle), "{server}: {err}");
     }
+}
+
+/// A console whose stdin is not a terminal and ends at once (a pipe from nothing, /dev/null,
+/// a service manager) exits 0 but says on stderr that it had nothing to run.
+#[test]
+fn console_with_empty_stdin_says_it_had_nothing_to_run() {
+    let (listen, _) = addr();
+    let (status, _, err) = Proc::spawn(&["control", "server", "--listen", &listen], TOKEN).finish();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("stdin ended before any command"), "{err}");
+
+    let (listen, _) = addr();
+    let server = Proc::spawn(&["control", "server", "--listen", &listen, "--exec", "help"], TOKEN);
+    let (status, _, err) = server.finish();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("stdin ended"), "a script is not stdin: {err}");
+}
+
+/// Agents that do not come within `--wait-timeout` are a runtime failure (exit 1, as `--help`
+/// says), not a configuration error.
+#[test]
+fn wait_timeout_exits_1_naming_the_count() {
+    let (listen, _) = addr();
+    let args = ["control", "server", "--listen", &listen, "--wait-agents", "2"];
+    let server =
+        Proc::spawn(&[&args[..], &["--wait-timeout", "300ms", "--exec", "ping"]].concat(), TOKEN);
+    let (status, _, err) = server.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("only 0 of 2 agents attached"), "{err}");
 }

@@ -1,0 +1,38 @@
+//! Checks of the URLs roles dial (`--gateway`, `--server`): gRPC clients take
+//! `127.0.0.1:7070` or `ftp://…` for a URL and then fail every connection attempt with a bare
+//! "transport error", retrying for ever. A scheme other than http(s) is a configuration error.
+use axum::http::Uri;
+
+/// Parses `url` given to `flag`, which must be `http://host[:port]` or `https://…`.
+///
+/// # Errors
+/// A message naming `flag` and `url` and showing what a valid URL looks like.
+pub fn http(flag: &str, url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("{flag} {url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+        Some("http" | "https") => Err(format!("{flag} {url:?} has no host")),
+        Some(other) => Err(format!(
+            "{flag} {url:?}: {other}:// is not supported; use http://host:port (https:// for TLS)"
+        )),
+        None => Err(format!(
+            "{flag} {url:?} has no scheme; write it as http://{url} (https://{url} for TLS)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http;
+
+    #[test]
+    fn only_http_urls_with_a_host_pass() {
+        assert!(http("--server", "http://127.0.0.1:7070").is_ok());
+        assert!(http("--server", "https://console.example").is_ok());
+        let err = http("--server", "127.0.0.1:7070").unwrap_err();
+        assert!(err.contains("http://127.0.0.1:7070") && err.contains("--server"), "{err}");
+        assert!(http("--server", "ftp://x:21").unwrap_err().contains("not supported"));
+        assert!(http("--server", "localhost").unwrap_err().contains("http://localhost"));
+        assert!(http("--server", "http://[::1").is_err());
+    }
+}
