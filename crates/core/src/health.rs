@@ -1,8 +1,9 @@
 //! Liveness and readiness.
 //!
-//! Liveness (`/healthz`) is "the process answers". Readiness (`/readyz`) is "every component
-//! that registered has said it is ready, and shutdown has not begun" — load balancers stop
-//! sending traffic as soon as draining starts.
+//! Liveness (`/healthz`) is "the process answers". Readiness (`/readyz`) is "at least one
+//! component registered, every component that registered has said it is ready, and shutdown
+//! has not begun" — load balancers stop sending traffic as soon as draining starts. A process
+//! whose role has not registered anything yet (still starting) is not ready.
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +21,7 @@ struct State {
 }
 
 impl Health {
-    /// A fresh health state with no components (ready until a component registers).
+    /// A fresh health state with no components (not ready until a component is ready).
     pub fn new() -> Self {
         Self::default()
     }
@@ -43,7 +44,7 @@ impl Health {
     /// Whether every registered component is ready and we are not draining.
     pub fn is_ready(&self) -> bool {
         let s = self.lock();
-        !s.draining && s.components.values().all(|r| *r)
+        !s.draining && !s.components.is_empty() && s.components.values().all(|r| *r)
     }
 
     /// Per-component view for the `/readyz` body.
@@ -69,7 +70,7 @@ mod tests {
     #[test]
     fn ready_requires_all_components_and_no_drain() {
         let h = Health::new();
-        assert!(h.is_ready());
+        assert!(!h.is_ready(), "nothing registered yet: still starting");
         h.register("a");
         assert!(!h.is_ready());
         h.set_ready("a", true);

@@ -11,6 +11,9 @@ use switchboard_store::Store;
 use crate::cli::DemoArgs;
 
 pub async fn run(args: DemoArgs, ctx: Ctx, admin_addr: SocketAddr) -> anyhow::Result<()> {
+    // Not ready until every service has started (each registers its own components as it
+    // starts; without this, /readyz could say ready between two of them).
+    ctx.health.register("demo");
     let bus = Bus::memory();
     let db = args.data_dir.join("switchboard.db");
     let store_url = format!("sqlite://{}", db.display());
