@@ -271,7 +271,8 @@ async fn unreachable_bus_and_store_are_retried_for_the_same_bounded_time() {
     }
 }
 
-/// A bus that comes up during that wait (engines starting beside the roles) is used.
+/// A bus that comes up during that wait (engines starting beside the roles) is used; until
+/// then the role is not ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_that_comes_up_during_the_wait_is_used() {
     let dir = tempfile::tempdir().unwrap();
@@ -282,6 +283,7 @@ async fn a_bus_that_comes_up_during_the_wait_is_used() {
     worker.args(["tracker", "worker", "--bus", &nats.url, "--store", &store]);
     let mut worker = Running::spawn(worker);
     worker.wait_for_log(&["INFO", "bus not reachable yet, retrying"], FAIL_FAST).await;
+    assert_eq!(worker.readyz().await, 503, "a role still connecting to its engines is not ready");
     let _nats = tokio::task::spawn_blocking(move || {
         nats.restart();
         nats
