@@ -36,23 +36,17 @@ if [ "$(id -u)" = 0 ]; then
 fi
 pg() { "${as_pg[@]}" "$pg_bin/$1" "${@:2}"; }
 
-# A loopback port nothing listens on (a connection to it is refused).
+# A loopback port nothing listens on, below the kernel's ephemeral range (where outgoing
+# connections take their ports, so a port free now may be taken a moment later). Another
+# process may still win the race for it: callers retry with a new one.
 free_port() {
-  local port
+  local low=32768 port
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
   for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
   done
   die "no free port found"
-}
-
-# Waits up to 30 s until 127.0.0.1:$1 accepts connections.
-wait_port() {
-  for _ in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-engines-XXXXXX")
@@ -69,22 +63,36 @@ trap stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-nats_port=$(free_port)
 mkdir -p "$dir/nats"
-nats-server -js -sd "$dir/nats" -a 127.0.0.1 -p "$nats_port" -l "$dir/nats.log" &
-nats_pid=$!
-wait_port "$nats_port" || { cat "$dir/nats.log" >&2; die "nats-server did not start"; }
+for attempt in 1 2 3 4 5; do
+  nats_port=$(free_port)
+  nats-server -js -sd "$dir/nats" -a 127.0.0.1 -p "$nats_port" -l "$dir/nats.log" &
+  nats_pid=$!
+  # Up when it accepts connections (within 30 s); exited (port taken meanwhile): another port.
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
+    kill -0 "$nats_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
+  kill "$nats_pid" 2>/dev/null || true
+  nats_pid=
+  [ "$attempt" = 5 ] && { cat "$dir/nats.log" >&2; die "nats-server did not start"; }
+done
 
-pg_port=$(free_port)
 [ -n "${as_pg[*]}" ] && chown postgres: "$dir"
 pg initdb -D "$dir/pg" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1 ||
   { cat "$dir/initdb.log" >&2; die "initdb failed"; }
 echo "CREATE DATABASE switchboard;" | pg postgres --single -D "$dir/pg" postgres >"$dir/createdb.log" 2>&1 ||
   { cat "$dir/createdb.log" >&2; die "creating the database failed"; }
-pg_started=1
-pg pg_ctl -D "$dir/pg" -l "$dir/postgres.log" -w -t 60 start \
-  -o "-p $pg_port -h 127.0.0.1 -k $dir -c max_connections=300" >/dev/null ||
-  { pg_started=; cat "$dir/postgres.log" >&2; die "PostgreSQL did not start"; }
+for attempt in 1 2 3 4 5; do
+  pg_port=$(free_port)
+  pg_started=1
+  pg pg_ctl -D "$dir/pg" -l "$dir/postgres.log" -w -t 60 start \
+    -o "-p $pg_port -h 127.0.0.1 -k $dir -c max_connections=300" >/dev/null && break
+  pg_started=
+  [ "$attempt" = 5 ] && { cat "$dir/postgres.log" >&2; die "PostgreSQL did not start"; }
+done
 
 cat <<EOF
 NATS JetStream and PostgreSQL are running (data in $dir; Ctrl-C stops both and deletes it).
