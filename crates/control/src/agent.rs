@@ -161,7 +161,12 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
                 agent.stop_work().await;
                 return Err(Error::Unauthenticated(m));
             }
-            Err(e) => tracing::warn!(agent = %agent.name, error = %e, "cannot attach; retrying"),
+            Err(e) => tracing::warn!(
+                agent = %agent.name,
+                server = %agent.args.server,
+                error = %switchboard_core::describe_error(&e),
+                "cannot attach to the console; retrying (is it running at that address?)"
+            ),
         }
         ctx.health.set_ready(&health_key, false);
         metrics::counter!("control_agent_reconnects_total").increment(1);

@@ -43,3 +43,35 @@ pub enum Error {
 
 /// Result alias for the core crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `err` and its causes joined with ": ", skipping a cause whose text already ends the
+/// message (errors often repeat their source: `bus: <source>`). For logs of retried
+/// connections: tonic's "transport error" alone does not say "Connection refused"; its causes
+/// do.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_names_every_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = Error::Bind { addr: ([127, 0, 0, 1], 7070).into(), source: io };
+        assert_eq!(describe(&err), "cannot listen on 127.0.0.1:7070: Connection refused");
+        let err = Error::Io(std::io::Error::other("disk full"));
+        assert_eq!(describe(&err), "io: disk full");
+    }
+}

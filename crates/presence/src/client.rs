@@ -124,26 +124,11 @@ impl Reach {
         }
         tracing::warn!(
             gateway = %gateway.uri(),
-            error = %describe(error),
+            error = %switchboard_core::describe_error(error),
             connected = *self.connected.lock().unwrap_or_else(|p| p.into_inner()),
             "cannot reach the presence gateway; retrying (is it running at that address?)"
         );
     }
-}
-
-/// `error` with its causes (a tonic "transport error" alone does not say "connection refused").
-fn describe(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl Client {

@@ -395,3 +395,18 @@ async fn bench_control_output_is_its_table_not_the_roles_logs() {
     let log = stderr(&out);
     assert!(log.lines().count() < 20, "{} stderr lines:\n{log}", log.lines().count());
 }
+
+/// An agent whose console is down says which console and why ("Connection refused"), not a
+/// bare "transport error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_agent_names_the_console_it_cannot_reach_and_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!("http://127.0.0.1:{}", free_port());
+    let mut agent = switchboard(dir.path());
+    agent.env("SWITCHBOARD_TOKEN", "t0k3n-for-tests-0123456789");
+    agent.args(["control", "agent", "--server", &server, "--name", "a1"]);
+    let mut agent = Running::spawn(agent);
+    let line = agent.wait_for_log(&["WARN", "cannot attach", &server], FAIL_FAST).await;
+    assert!(line.contains("Connection refused"), "the cause is shown: {line}");
+    assert_eq!(agent.readyz().await, 503, "not attached, not ready");
+}
