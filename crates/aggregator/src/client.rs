@@ -110,6 +110,7 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
         return Err(Error::Config(format!("--interval {:?} is below 10ms", args.interval)));
     }
     // Validate the URL once, up front: a typo is a startup error, not an endless retry.
+    switchboard_core::url::websocket("--server", &args.server).map_err(Error::Config)?;
     args.server
         .as_str()
         .into_client_request()

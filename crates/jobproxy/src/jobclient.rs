@@ -7,8 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use switchboard_core::Ctx;
 use tokio::task::JoinSet;
 
-use crate::Result;
 use crate::job::ReportHead;
+use crate::{Error, Result};
 
 /// `switchboard jobclient` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,8 +59,10 @@ impl Round {
 /// Runs the jobclient; `true` when every job succeeded in time.
 ///
 /// # Errors
-/// The HTTP client cannot be built.
+/// `--url` is not an http(s) URL, or the HTTP client cannot be built.
 pub(crate) async fn run(args: JobClientArgs, ctx: Ctx) -> Result<bool> {
+    // `127.0.0.1:8080` would otherwise fail all 50 jobs with "relative URL without a base".
+    switchboard_core::url::http("--url", &args.url).map_err(Error::Config)?;
     let bar = ProgressBar::new(args.jobs as u64);
     if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {elapsed_precise}")
     {

@@ -52,6 +52,9 @@ impl Target {
         let shown = switchboard_core::redact::url(url);
         let bad = |why: &str| Error::Config(format!("--upstream {shown:?}: {why}"));
         let uri: http::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
+        if uri.scheme_str().is_none() {
+            return Err(bad(&format!("no scheme; write it as http://{shown}")));
+        }
         if uri.scheme_str() != Some("http") {
             return Err(bad("only http:// upstreams are supported"));
         }

@@ -111,6 +111,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
         Command::Client(args) => client::run(args, ctx).await,
         Command::Clients(args) => clients::run(args, ctx).await,
         Command::Online(args) => {
+            switchboard_core::url::http("--status", &args.status).map_err(Error::Config)?;
             let online = status::fetch_online(&args.status).await?;
             println!("{online}");
             Ok(())

@@ -211,16 +211,26 @@ async fn usage_errors_name_the_variable_or_file_that_holds_the_setting() {
     assert!(stderr(&out).contains("SWITCHBOARD_TOKEN"), "{}", stderr(&out));
 }
 
-/// `--gateway 127.0.0.1:25051` is a common slip: tonic would take it and fail every connection
-/// with a bare "transport error". It is refused at once, showing the URL it should have been.
+/// `127.0.0.1:25051` for a URL is a common slip: clients would take it and fail every
+/// connection ("transport error", "relative URL without a base"), retrying for ever. Every
+/// flag naming a URL to dial refuses it at once with exit 64, showing the URL to write.
 #[tokio::test]
-async fn presence_clients_refuse_a_gateway_without_scheme() {
+async fn urls_without_scheme_are_refused_at_once_with_the_url_to_write() {
     let dir = tempfile::tempdir().unwrap();
-    for role in ["clients", "client"] {
-        let args = ["presence", role, "--gateway", "127.0.0.1:25051"];
-        let out = run(switchboard(dir.path()).args(args)).await;
-        assert_eq!(out.status.code(), Some(64), "{out:?}");
-        assert!(stderr(&out).contains("http://127.0.0.1:25051"), "{}", stderr(&out));
+    let cases: [(&[&str], &str); 7] = [
+        (&["presence", "clients", "--gateway"], "http://"),
+        (&["presence", "client", "--gateway"], "http://"),
+        (&["presence", "online", "--status"], "http://"),
+        (&["control", "agent", "--token", "t0k3n-for-tests-0123456789", "--server"], "http://"),
+        (&["aggregator", "--server"], "ws://"),
+        (&["jobclient", "--url"], "http://"),
+        (&["jobproxy", "--upstream"], "http://"),
+    ];
+    for (args, scheme) in cases {
+        let out = run(switchboard(dir.path()).args(args).arg("127.0.0.1:25051")).await;
+        let msg = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {msg}");
+        assert!(msg.contains(&format!("{scheme}127.0.0.1:25051")), "{args:?}: {msg}");
     }
 }
 
