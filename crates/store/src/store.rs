@@ -31,6 +31,18 @@ const SESSION_LIMITS: [(&str, &str); 5] = [
 /// How long [`Store::connect`] waits for a PostgreSQL server that is still starting.
 pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
+/// How long [`Store::connect`] retries a SQLite file that another connection holds locked
+/// while opening it (the same as its `busy_timeout`).
+const SQLITE_OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// `SQLITE_BUSY` (5) and its extended codes: another connection holds the lock.
+fn sqlite_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
+
 /// Which engine a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -105,8 +117,22 @@ impl Store {
             // pool close them all (idle reaping, lifetime recycling).
             pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
         }
-        let pool = pool.connect_with(opts).await.map_err(connect_err)?;
-        Ok(Self::Sqlite(pool))
+        // Several processes opening a fresh file at once (roles started together): one creates
+        // it and switches it to WAL while the others get SQLITE_BUSY at open, which the busy
+        // timeout does not cover. Wait for that as long as the busy timeout would.
+        let deadline = Instant::now() + SQLITE_OPEN_WAIT;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match pool.clone().connect_with(opts.clone()).await {
+                Ok(pool) => return Ok(Self::Sqlite(pool)),
+                Err(e) if sqlite_busy(&e) && Instant::now() + backoff < deadline => {
+                    tracing::debug!(url = %redact(url), error = %e, "sqlite file busy at open, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(connect_err(e)),
+            }
+        }
     }
 
     async fn connect_postgres(url: &str, wait: Duration) -> Result<Self> {
