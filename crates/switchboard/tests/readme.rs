@@ -10,7 +10,9 @@
 //! from what `scripts/dev-engines.sh` prints. At the end every role still running must stop
 //! with exit 0 on SIGTERM, and none may have failed on its own.
 //!
-//! The README's ports are fixed (that is the point of it), so they must be free here.
+//! The README's ports are fixed (that is the point of it), so they must be free here: runs of
+//! this test on one machine (several worktrees) take turns through a lock file, and a port
+//! held by anything else fails the test up front, naming the port.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -307,14 +309,49 @@ impl Session {
     }
 }
 
+/// Loopback ports the README's lines listen on: every `127.0.0.1:<port>`, plus the defaults
+/// its lines rely on without naming them.
+fn readme_ports(readme: &str) -> std::collections::BTreeSet<u16> {
+    let named = readme.split("127.0.0.1:").skip(1).filter_map(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    });
+    // `presence all`'s gateway and status, the tracker collector.
+    named.chain([50051, 50052, 8090]).collect()
+}
+
+/// Waits until every port in `ports` can be bound. 50051 and up lie in Linux's ephemeral
+/// range: an earlier outgoing connection (this test's own, to PostgreSQL) may have used one as
+/// its local port and hold it in TIME_WAIT for a minute, and binding fails until then.
+async fn wait_bindable(ports: &std::collections::BTreeSet<u16>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for port in ports {
+        while std::net::TcpListener::bind(("127.0.0.1", *port)).is_err() {
+            assert!(Instant::now() < deadline, "127.0.0.1:{port} stayed unbindable for 2 min");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
 /// Every block the README asks a newcomer to run, run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_commands_work_as_written() {
     let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let lock = std::fs::File::create(std::env::temp_dir().join("switchboard-readme-test.lock"))
+        .expect("create the lock file");
+    tokio::task::block_in_place(|| lock.lock()).expect("take turns with other runs");
+    let ports = readme_ports(&readme);
+    let busy: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        .collect();
+    assert!(busy.is_empty(), "another process listens on the README's ports {busy:?}");
     let blocks = blocks(&readme);
     let mut ran = Vec::new();
     for block in blocks.iter().filter(|b| !SKIPPED.iter().any(|s| b.heading.starts_with(s))) {
         eprintln!("== {}", block.heading);
+        wait_bindable(&ports).await;
         let mut session = Session::new();
         for line in block.lines.iter().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
             eprintln!("$ {line}");
