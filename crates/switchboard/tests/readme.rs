@@ -101,6 +101,22 @@ struct Background {
     log: PathBuf,
 }
 
+impl Drop for Background {
+    /// On a failing test the engines script must run its trap (stop NATS and PostgreSQL,
+    /// delete their data): SIGKILL (`kill_on_drop`) would leave both engines running.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        if kind(&self.line) != Kind::Engines {
+            return;
+        }
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Runs README lines in `dir` with the environment they build up.
 struct Session {
     dir: tempfile::TempDir,
