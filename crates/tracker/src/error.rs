@@ -27,6 +27,10 @@ pub enum Error {
     /// Invalid flags.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A worker's batch did not finish within its ack wait (store unreachable or stuck); it
+    /// was abandoned and is redelivered.
+    #[error("batch not finished within the ack wait ({0:?}); abandoned, it is redelivered")]
+    Stalled(std::time::Duration),
     /// An HTTP client call failed (benchmark, demo generator).
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),

@@ -12,9 +12,9 @@ use switchboard_bus::{Bus, Consumer, ConsumerConfig, Delivery};
 use switchboard_core::Ctx;
 use switchboard_store::Store;
 
-use crate::Result;
 use crate::event::Event;
 use crate::journal::{self, Sink};
+use crate::{Error, Result};
 use crate::{outbox, readmodel};
 
 /// Worker tuning.
@@ -61,7 +61,19 @@ pub async fn run(cfg: WorkerConfig, bus: Bus, store: Store, ctx: Ctx) -> Result<
                     r = consumer.fetch(cfg.batch_entries, Duration::from_millis(500)) => r,
                 };
                 match fetched {
-                    Ok(deliveries) => stream_step(&store, deliveries).await,
+                    // A batch still unfinished after --ack-wait is already being redelivered
+                    // to another worker; and a store connection cut off mid-query (a network
+                    // partition) would otherwise wait for TCP to give up, for many minutes,
+                    // wedging this worker and its shutdown. Dropping the step drops that
+                    // connection; the transaction never committed, so nothing is lost.
+                    Ok(deliveries) => {
+                        match tokio::time::timeout(cfg.ack_wait, stream_step(&store, deliveries))
+                            .await
+                        {
+                            Ok(step) => step,
+                            Err(_) => Err(Error::Stalled(cfg.ack_wait)),
+                        }
+                    }
                     Err(e) => Err(e.into()),
                 }
             }
