@@ -74,6 +74,8 @@ pub async fn serve(
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    // Shared by every connection task: built once, not cloned per accepted connection.
+    let http1 = Arc::new(http1);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -83,6 +85,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.header_timeout))
         .keep_alive_timeout(limits.header_timeout);
+    let builder = Arc::new(builder);
     let shed = metrics::counter!("http_connections_shed_total", "server" => server);
     let open = metrics::gauge!("http_connections_open", "server" => server);
     let mut last_shed_log: Option<Instant> = None;
@@ -112,7 +115,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (app, builder, http1, tls, open) =
-            (app.clone(), builder.clone(), http1.clone(), tls.clone(), open.clone());
+            (app.clone(), Arc::clone(&builder), Arc::clone(&http1), tls.clone(), open.clone());
         let watcher = graceful.watcher();
         open.increment(1.0);
         tokio::spawn(async move {
