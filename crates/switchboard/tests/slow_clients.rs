@@ -3,46 +3,25 @@
 //! still succeeds while they hang on, every one of them is closed within the header timeout,
 //! and connections beyond the cap are closed at once.
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_testkit::free_port;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod support;
+
+use support::{listening, start};
+
+/// `switchboard <args>` in the test's working directory.
+fn start_here(args: &[&str]) -> support::Proc {
+    start(args, std::path::Path::new("."))
+}
+
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Silent connections, and connections that drip a request head one byte at a time.
 const IDLE: usize = 2_000;
 const DRIPPING: usize = 200;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(args: &[&str]) -> Proc {
-    let child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start switchboard");
-    Proc(child)
-}
-
-async fn listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// One HTTP/1.1 exchange on a fresh connection; the status code.
 async fn request(addr: SocketAddr, head: &str, body: &str) -> u16 {
@@ -114,8 +93,16 @@ async fn tracker_collector_closes_idle_and_slow_clients() {
     let store = format!("sqlite://{}/t.db", dir.path().display());
     let timeout = format!("{}s", HEADER_TIMEOUT.as_secs());
     let (a, t) = (addr.to_string(), timeout.as_str());
-    let _collector =
-        start(&["tracker", "collector", "--listen", &a, "--store", &store, "--header-timeout", t]);
+    let _collector = start_here(&[
+        "tracker",
+        "collector",
+        "--listen",
+        &a,
+        "--store",
+        &store,
+        "--header-timeout",
+        t,
+    ]);
     listening(addr).await;
     let event = format!(
         r#"{{"objectId":1,"objectType":"user","action":"view","subjectId":2,"subjectType":"article","datetimeStamp":{}}}"#,
@@ -129,7 +116,7 @@ async fn jobproxy_closes_idle_and_slow_clients() {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let timeout = format!("{}s", HEADER_TIMEOUT.as_secs());
     let a = addr.to_string();
-    let _proxy = start(&[
+    let _proxy = start_here(&[
         "jobproxy",
         "--listen",
         &a,
@@ -152,7 +139,7 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let store = format!("sqlite://{}/t.db", dir.path().display());
     let a = addr.to_string();
-    let _collector = start(&[
+    let _collector = start_here(&[
         "tracker",
         "collector",
         "--listen",

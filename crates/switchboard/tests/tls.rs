@@ -3,9 +3,9 @@
 //! `--tls-client-ca`, refuses plaintext, and an unusable certificate file exits 64.
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
@@ -14,37 +14,18 @@ use switchboard_testkit::{free_port, make_certs};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+mod support;
+
+use support::{Proc, listening, start};
+
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn collector(dir: &Path, addr: SocketAddr, tls: &[&str]) -> Proc {
     let store = format!("sqlite://{}/t.db", dir.display());
-    let child = Command::new(BIN)
-        .args(["tracker", "collector", "--listen", &addr.to_string(), "--store", &store])
-        .args(tls)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start switchboard");
-    Proc(child)
-}
-
-async fn listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let listen = addr.to_string();
+    let args =
+        [&["tracker", "collector", "--listen", &listen, "--store", &store][..], tls].concat();
+    start(&args, dir)
 }
 
 fn client(dir: &Path, with_cert: bool) -> tokio_rustls::TlsConnector {
