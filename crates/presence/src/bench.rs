@@ -2,8 +2,9 @@
 //! plain tonic bidi-stream server measured in the same run; then the status ingest rate.
 //!
 //! The gateway (ours, then the reference) runs as its own child process so its RSS and CPU can
-//! be read from `/proc`; simulated clients run in `--procs` further child processes (a process
-//! here may open at most 20,000 files). Clients record the interval between consecutive Pings
+//! be read from `/proc`; simulated clients run in further child processes, at most
+//! `--clients-per-proc` each (a process here may open at most 20,000 files). Each load point of
+//! `--clients` is a run of both servers, so the curve is visible, not one saturated point. Clients record the interval between consecutive Pings
 //! after a warm-up; jitter is |interval − 1 s|.
 mod ingest;
 mod procfs;
@@ -23,12 +24,18 @@ use crate::{Error, Result};
 /// `switchboard bench presence` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Simulated clients against each gateway (≤ 18,000: 20,000 open files per process here).
-    #[arg(long, env = "SWITCHBOARD_CLIENTS", default_value_t = 18_000)]
-    pub clients: usize,
-    /// Load-generator processes the clients are split over.
-    #[arg(long, env = "SWITCHBOARD_PROCS", default_value_t = 3)]
-    pub procs: usize,
+    /// Load points: simulated clients against each gateway, one run per value (≤ 18,000 with
+    /// one connection each: a gateway process here may open at most 20,000 files).
+    #[arg(long, env = "SWITCHBOARD_CLIENTS", value_delimiter = ',', default_value = "6000,18000")]
+    pub clients: Vec<usize>,
+    /// Most clients per load-generator process.
+    #[arg(long, env = "SWITCHBOARD_CLIENTS_PER_PROC", default_value_t = 6_000)]
+    pub clients_per_proc: usize,
+    /// Clients sharing one HTTP/2 connection (1: one each, as devices; more: as behind an L7
+    /// gRPC proxy).
+    #[arg(long, env = "SWITCHBOARD_STREAMS_PER_CONNECTION", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_connection: u32,
     /// Steady-state measurement once every client is connected.
     #[arg(long, env = "SWITCHBOARD_MEASURE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub measure: Duration,
@@ -67,26 +74,51 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     if let Some(addr) = args.serve_reference {
         return reference::serve(addr, ctx).await;
     }
-    if args.clients == 0 || args.procs == 0 {
-        return Err(Error::Config("--clients and --procs must be > 0".into()));
+    if args.clients.is_empty() || args.clients.contains(&0) || args.clients_per_proc == 0 {
+        return Err(Error::Config("--clients and --clients-per-proc must be > 0".into()));
     }
-    eprintln!(
-        "presence bench: {} clients over {} processes, {:?} steady state",
-        args.clients, args.procs, args.measure
-    );
-    let ours = gateway_run(&args, false, &ctx).await?;
-    let plain = if args.no_reference { None } else { Some(gateway_run(&args, true, &ctx).await?) };
+    let mut points = Vec::new();
+    for &clients in &args.clients {
+        let point = LoadPoint { clients, procs: clients.div_ceil(args.clients_per_proc) };
+        eprintln!(
+            "presence bench: {clients} clients over {} processes, {} per connection, {:?} steady state",
+            point.procs, args.streams_per_connection, args.measure
+        );
+        let ours = gateway_run(&args, point, false, &ctx).await?;
+        let plain = if args.no_reference {
+            None
+        } else {
+            Some(gateway_run(&args, point, true, &ctx).await?)
+        };
+        points.push((point, ours, plain));
+    }
     let ingest = if args.reports > 0 {
         let what = format!("status ingest: {} reports from {} users", args.reports, args.users);
         Some(with_progress(&what, None, ingest::run(args.reports, args.users)).await?)
     } else {
         None
     };
-    print_report(&args, &ours, plain.as_ref(), ingest.as_ref());
+    for (point, ours, plain) in &points {
+        print_point(&args, *point, ours, plain.as_ref());
+    }
+    print_ingest(ingest.as_ref());
+    print_json(&points, ingest.as_ref());
     Ok(())
 }
 
-async fn gateway_run(args: &BenchArgs, plain: bool, ctx: &Ctx) -> Result<GatewayRun> {
+/// One load point: how many clients, over how many load processes.
+#[derive(Debug, Clone, Copy)]
+struct LoadPoint {
+    clients: usize,
+    procs: usize,
+}
+
+async fn gateway_run(
+    args: &BenchArgs,
+    point: LoadPoint,
+    plain: bool,
+    ctx: &Ctx,
+) -> Result<GatewayRun> {
     let exe = std::env::current_exe()?;
     let (port, admin) = (free_port()?, free_port()?);
     let listen = format!("127.0.0.1:{port}");
@@ -98,19 +130,19 @@ async fn gateway_run(args: &BenchArgs, plain: bool, ctx: &Ctx) -> Result<Gateway
         gw.args(["presence", "gateway", "--listen", &listen]);
     }
     let server = if plain { "plain tonic" } else { "gateway" };
-    eprintln!("{server} run: starting the server and {} clients", args.clients);
+    eprintln!("{server} run: starting the server and {} clients", point.clients);
     let gw = spawn(gw)?;
     let pid = gw.id().ok_or_else(|| Error::Bench("gateway exited at once".into()))?;
     wait_listening(&listen, Duration::from_secs(15)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_base = procfs::rss_bytes(pid).unwrap_or(0);
 
-    let per_proc = args.clients.div_ceil(args.procs);
-    let ramp_per_proc = 3_000 / args.procs.max(1);
+    let per_proc = point.clients.div_ceil(point.procs);
+    let ramp_per_proc = 3_000 / point.procs.max(1);
     let warmup = Duration::from_secs((per_proc / ramp_per_proc.max(1)) as u64 + 8);
     let mut loaders = Vec::new();
-    let mut left = args.clients;
-    for _ in 0..args.procs {
+    let mut left = point.clients;
+    for _ in 0..point.procs {
         let n = per_proc.min(left);
         left -= n;
         let mut c = Command::new(&exe);
@@ -128,12 +160,14 @@ async fn gateway_run(args: &BenchArgs, plain: bool, ctx: &Ctx) -> Result<Gateway
             "--stats-json",
             "--warmup",
             &format!("{}s", warmup.as_secs()),
+            "--streams-per-connection",
+            &args.streams_per_connection.to_string(),
         ]);
         loaders.push(spawn(c)?);
     }
 
     let started = Instant::now();
-    let target = args.clients as f64;
+    let target = point.clients as f64;
     let mut reported = Instant::now();
     let held = loop {
         let n = sessions(admin).await;
@@ -184,17 +218,12 @@ async fn gateway_run(args: &BenchArgs, plain: bool, ctx: &Ctx) -> Result<Gateway
     Ok(run)
 }
 
-fn print_report(
-    args: &BenchArgs,
-    ours: &GatewayRun,
-    plain: Option<&GatewayRun>,
-    ingest: Option<&ingest::IngestResult>,
-) {
+fn print_point(args: &BenchArgs, point: LoadPoint, ours: &GatewayRun, plain: Option<&GatewayRun>) {
     let p = plain.cloned().unwrap_or_default();
     let row = |name: &str, a: String, b: String| println!("{name:<34} {a:>12} {b:>14}");
     println!(
-        "\npresence bench — {} clients, {} load processes, {:?} steady state",
-        args.clients, args.procs, args.measure
+        "\npresence bench — {} clients, {} load processes, {} per connection, {:?} steady state",
+        point.clients, point.procs, args.streams_per_connection, args.measure
     );
     row("", "gateway".into(), "plain tonic".into());
     row("clients held", ours.held.to_string(), p.held.to_string());
@@ -217,6 +246,9 @@ fn print_report(
     row("ping jitter p99 (ms)", ours.jitter_p99_ms.to_string(), p.jitter_p99_ms.to_string());
     row("ping jitter max (ms)", ours.jitter_max_ms.to_string(), p.jitter_max_ms.to_string());
     row("ping intervals measured", ours.samples.to_string(), p.samples.to_string());
+}
+
+fn print_ingest(ingest: Option<&ingest::IngestResult>) {
     if let Some(i) = ingest {
         println!(
             "\nstatus ingest: {} reports from {} users in {:.2} s = {:.0} reports/s (target 200,000)",
@@ -232,13 +264,28 @@ fn print_report(
             i.naive_query_ns / 1e6
         );
     }
+}
+
+fn print_json(
+    points: &[(LoadPoint, GatewayRun, Option<GatewayRun>)],
+    ingest: Option<&ingest::IngestResult>,
+) {
+    let points = points
+        .iter()
+        .map(|(point, ours, plain)| {
+            format!(
+                "{{\"clients\":{},\"procs\":{},\"gateway\":{},\"plain_tonic\":{}}}",
+                point.clients,
+                point.procs,
+                run_json(ours),
+                plain.as_ref().map_or_else(|| "null".to_owned(), run_json),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
     let i = ingest.copied();
     println!(
-        "{{\"bench\":\"presence\",\"clients\":{},\"procs\":{},\"gateway\":{},\"plain_tonic\":{},\"status_reports_per_s\":{:.0},\"status_query_us\":{:.2},\"naive_query_ms\":{:.2}}}",
-        args.clients,
-        args.procs,
-        run_json(ours),
-        plain.map_or_else(|| "null".to_owned(), run_json),
+        "{{\"bench\":\"presence\",\"points\":[{points}],\"status_reports_per_s\":{:.0},\"status_query_us\":{:.2},\"naive_query_ms\":{:.2}}}",
         i.map_or(0.0, |i| i.rate()),
         i.map_or(0.0, |i| i.query_ns / 1e3),
         i.map_or(0.0, |i| i.naive_query_ns / 1e6),

@@ -10,7 +10,7 @@ use switchboard_core::{Clock, Ctx, Health, SystemClock};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument as _;
 
 use crate::gateway::CLIENT_ID_HEADER;
@@ -70,6 +70,10 @@ pub async fn run(args: ClientArgs, ctx: Ctx) -> Result<()> {
 pub struct Client {
     id: uuid::Uuid,
     gateways: Arc<[Endpoint]>,
+    /// One lazily connected channel per gateway, shared by every clone made after
+    /// [`Client::sharing_connections`]: their streams are multiplexed on one HTTP/2 connection
+    /// per gateway, as behind an L7 proxy. `None`: each session opens its own connection.
+    shared: Option<Arc<[Channel]>>,
     max_backoff: Duration,
     jitter: Option<Arc<Jitter>>,
     /// Shared by every clone ([`Client::with_id`]): a crowd of simulated clients reports as one.
@@ -146,6 +150,7 @@ impl Client {
         Ok(Self {
             id,
             gateways: gateways.into(),
+            shared: None,
             max_backoff: target.max_backoff,
             jitter,
             reach: Arc::default(),
@@ -165,6 +170,19 @@ impl Client {
         Self { id, ..self.clone() }
     }
 
+    /// The same client holding one new HTTP/2 connection per gateway (opened on first use,
+    /// re-opened after a failure), shared with every clone made from it.
+    pub fn sharing_connections(&self) -> Self {
+        let channels = self
+            .gateways
+            .iter()
+            // The connection carries many streams' Pings: its window must cover a round of them.
+            .map(|e| e.clone().initial_connection_window_size(crate::gateway::CONNECTION_WINDOW))
+            .map(|e| e.connect_lazy())
+            .collect::<Vec<_>>();
+        Self { shared: Some(channels.into()), ..self.clone() }
+    }
+
     /// Connects and answers Pings until `shutdown`, starting with gateway `first` (mod len).
     pub async fn run(&self, first: usize, shutdown: CancellationToken) {
         let mut attempt = 0u32;
@@ -172,7 +190,7 @@ impl Client {
         while !shutdown.is_cancelled() {
             let gateway = &self.gateways[next];
             let span = tracing::info_span!("presence.client.session", client_id = %self.id, gateway = %gateway.uri());
-            let outcome = self.session(gateway, &shutdown).instrument(span).await;
+            let outcome = self.session(next, &shutdown).instrument(span).await;
             match outcome {
                 Ok(true) => attempt = 0,
                 Ok(false) => {}
@@ -198,8 +216,11 @@ impl Client {
     }
 
     /// One stream; `Ok(true)` if at least one Ping was answered (the backoff resets).
-    async fn session(&self, gateway: &Endpoint, shutdown: &CancellationToken) -> Result<bool> {
-        let channel = gateway.connect().await?;
+    async fn session(&self, gateway: usize, shutdown: &CancellationToken) -> Result<bool> {
+        let channel = match &self.shared {
+            Some(channels) => channels[gateway].clone(),
+            None => self.gateways[gateway].connect().await?,
+        };
         let mut client = GatewayClient::new(channel);
         let (tx, rx) = mpsc::channel::<Pong>(2);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));

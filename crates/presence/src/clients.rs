@@ -1,6 +1,7 @@
 //! Many simulated clients in one process, for load and demos: each is a real [`Client`] with
-//! its own connection (as separate devices would have), ramped up at a bounded rate so the
-//! gateway's accept queue is not flooded.
+//! its own connection (as separate devices would have) or, with `--streams-per-connection`,
+//! groups of them multiplexed on one HTTP/2 connection (as behind an L7 gRPC proxy); ramped up
+//! at a bounded rate so the gateway's accept queue is not flooded.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +20,14 @@ pub struct ClientsArgs {
     /// Where to connect; clients start on the gateways round-robin.
     #[command(flatten)]
     pub target: Target,
-    /// New connections per second while ramping up.
+    /// New clients per second while ramping up.
     #[arg(long, env = "SWITCHBOARD_RAMP", default_value_t = 2_000)]
     pub ramp: u32,
+    /// Clients sharing one HTTP/2 connection per gateway (1: a connection each, as devices;
+    /// more: multiplexed streams, as an L7 gRPC proxy forwards them).
+    #[arg(long, env = "SWITCHBOARD_STREAMS_PER_CONNECTION", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_connection: u32,
     /// Ping jitter is recorded only after this long (skips the ramp-up).
     #[arg(long, env = "SWITCHBOARD_WARMUP", default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
@@ -37,6 +43,7 @@ impl ClientsArgs {
             count,
             target: Target::new(gateways),
             ramp: 1_000,
+            streams_per_connection: 1,
             warmup: Duration::ZERO,
             stats_json: false,
         }
@@ -80,16 +87,21 @@ pub fn spawn(args: &ClientsArgs, jitter: Option<Arc<Jitter>>, ctx: &Ctx) -> Resu
     let proto = Client::new(uuid::Uuid::nil(), &args.target, jitter)?
         .with_health(&ctx.health, "presence-clients");
     let count = args.count;
+    let per_connection = args.streams_per_connection.max(1) as usize;
     let pause = Duration::from_secs(1) / args.ramp.max(1);
     let c = ctx.clone();
     ctx.spawn(async move {
         let mut ramp = tokio::time::interval(pause);
+        let mut group = proto.clone();
         for i in 0..count {
             tokio::select! {
                 () = c.shutdown.cancelled() => return,
                 _ = ramp.tick() => {}
             }
-            let client = proto.with_id(uuid::Uuid::new_v4());
+            if per_connection > 1 && i % per_connection == 0 {
+                group = proto.sharing_connections();
+            }
+            let client = group.with_id(uuid::Uuid::new_v4());
             let stop = c.shutdown.clone();
             c.spawn(async move { client.run(i, stop).await });
         }

@@ -3,8 +3,11 @@
 //! gateways can run behind a TCP/HTTP-2 load balancer.
 //!
 //! Memory per client is what decides how many clients one process holds, so the HTTP/2 server
-//! is tuned for many idle-ish streams: small flow-control windows (a Ping is 5 bytes), one task
-//! per stream, no per-stream timer.
+//! is tuned for many idle-ish streams: small per-stream flow-control windows (a Ping is 5 bytes),
+//! one task per stream, no per-stream timer. It serves both shapes clients come in: one
+//! connection per device, and a few connections each carrying thousands of streams (behind an L7
+//! gRPC proxy). `--max-clients` is the only cap on streams, and reaching it is a clear
+//! RESOURCE_EXHAUSTED, never a stream queued by HTTP/2 flow control.
 mod forwarder;
 mod session;
 mod ticker;
@@ -29,6 +32,17 @@ use ticker::Ticker;
 
 /// Metadata key carrying the client's UUID on `Attach`.
 pub const CLIENT_ID_HEADER: &str = "client-id";
+
+/// HTTP/2 receive window of a whole connection, bytes. It is credit, not a buffer (h2 allocates
+/// nothing for it), so it costs a one-stream connection nothing; it must cover one ping round of
+/// every stream a multiplexed connection carries (a Pong is ~15 bytes on the wire), or those
+/// streams wait for WINDOW_UPDATEs and their Pongs arrive late.
+pub(crate) const CONNECTION_WINDOW: u32 = 1 << 20;
+
+/// Streams a connection may open beyond `--max-clients`: reflection and health calls, and the
+/// stream past the limit, which must reach the gateway to be refused with RESOURCE_EXHAUSTED
+/// instead of waiting in the peer's queue for a free HTTP/2 stream slot.
+const STREAM_HEADROOM: usize = 16;
 
 /// `switchboard presence gateway` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -161,10 +175,12 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
     };
     let reflection = crate::proto::reflection()?;
     let window = args.stream_window.max(1024);
+    let max_streams =
+        u32::try_from(args.max_clients.saturating_add(STREAM_HEADROOM)).unwrap_or(u32::MAX);
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(window)
-        .initial_connection_window_size(window.saturating_mul(2))
-        .max_concurrent_streams(8)
+        .initial_connection_window_size(CONNECTION_WINDOW.max(window))
+        .max_concurrent_streams(max_streams)
         .tcp_nodelay(true)
         // Dead peers whose TCP never errors (a pulled cable) are found by HTTP/2 PINGs.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

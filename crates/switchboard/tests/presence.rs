@@ -222,3 +222,122 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
     assert!(status.terminate().success());
     assert!(status_b.terminate().success());
 }
+
+/// Established TCP connections (IPv4) whose remote end is `port`: the clients' side of every
+/// connection to a server on that port.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            let remote_port = cols.get(2).and_then(|r| r.rsplit(':').next());
+            remote_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+                && cols.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// Behind an L7 gRPC proxy a gateway sees a few connections carrying thousands of streams: each
+/// stream is pinged and counted like a client with a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_clients_multiplexed_on_one_connection_are_all_pinged_and_counted() {
+    const MULTIPLEXED: usize = 3_000;
+    const DEVICES: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("presence.db").display());
+    let (gw_port, st_port) = (free_port(), free_port());
+    let gateway_url = format!("http://127.0.0.1:{gw_port}");
+    let status_url = format!("http://127.0.0.1:{st_port}");
+    let server = Proc::spawn(&[
+        "presence",
+        "all",
+        "--gateway-listen",
+        &format!("127.0.0.1:{gw_port}"),
+        "--status-listen",
+        &format!("127.0.0.1:{st_port}"),
+        "--store",
+        &store,
+    ]);
+    server.ready().await;
+    let multiplexed = Proc::spawn(&[
+        "presence",
+        "clients",
+        "--count",
+        &MULTIPLEXED.to_string(),
+        "--streams-per-connection",
+        &MULTIPLEXED.to_string(),
+        "--ramp",
+        "5000",
+        "--gateway",
+        &gateway_url,
+    ]);
+    let devices = Proc::spawn(&[
+        "presence",
+        "clients",
+        "--count",
+        &DEVICES.to_string(),
+        "--gateway",
+        &gateway_url,
+    ]);
+    // A client is counted only once its Pong reached the status service: all of them were pinged.
+    let want = (MULTIPLEXED + DEVICES) as f64;
+    eventually("online users", want, Duration::from_secs(60), || online(&status_url)).await;
+    assert_eq!(multiplexed.gauge("presence_clients_connected").await, MULTIPLEXED as f64);
+    assert_eq!(server.gauge("presence_gateway_sessions").await, want);
+    // One connection carries the multiplexed clients; each device has its own.
+    assert_eq!(connections_to(gw_port), 1 + DEVICES, "connections to the gateway");
+    assert_eq!(server.gauge("presence_gateway_refused_total").await, 0.0);
+
+    assert!(multiplexed.terminate().success());
+    assert!(devices.terminate().success());
+    assert!(server.terminate().success());
+}
+
+/// Past `--max-clients` the extra streams of a multiplexed connection are refused at once with
+/// RESOURCE_EXHAUSTED (counted), not queued behind an HTTP/2 stream limit; the held ones keep
+/// being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_max_clients_on_one_connection_are_refused_not_stalled() {
+    const MAX: usize = 200;
+    const CLIENTS: usize = 260;
+    let port = free_port();
+    let gateway = Proc::spawn(&[
+        "presence",
+        "gateway",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--max-clients",
+        &MAX.to_string(),
+    ]);
+    gateway.ready().await;
+    let clients = Proc::spawn(&[
+        "presence",
+        "clients",
+        "--count",
+        &CLIENTS.to_string(),
+        "--streams-per-connection",
+        &CLIENTS.to_string(),
+        "--gateway",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    eventually("held sessions", MAX as f64, Duration::from_secs(30), || {
+        gateway.gauge("presence_gateway_sessions")
+    })
+    .await;
+    eventually("clients holding a stream", MAX as f64, Duration::from_secs(30), || {
+        clients.gauge("presence_clients_connected")
+    })
+    .await;
+    let refused = gateway.gauge("presence_gateway_refused_total").await;
+    assert!(refused >= (CLIENTS - MAX) as f64, "only {refused} streams refused");
+    let pongs = gateway.gauge("presence_gateway_pongs_total").await;
+    eventually("held clients still answering", 1.0, Duration::from_secs(10), || async {
+        f64::from(u8::from(gateway.gauge("presence_gateway_pongs_total").await > pongs))
+    })
+    .await;
+
+    assert!(clients.terminate().success());
+    assert!(gateway.terminate().success());
+}
