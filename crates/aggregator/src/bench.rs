@@ -217,7 +217,8 @@ async fn client(mode: Mode, addr: SocketAddr) -> Result<(Duration, Vec<u64>)> {
             let limits =
                 Limits { max_children: 1_000_000, max_parents: 100_000, max_pending: 100_000 };
             let schedule = Schedule::new(Duration::from_secs(1), Arc::new(SystemClock));
-            let mut intake = Intake::new(limits, schedule, Arc::new(Outbox::new(60)), 1 << 20);
+            let frames = crate::protocol::FrameLimits::new(64 << 10, limits.max_children);
+            let mut intake = Intake::new(limits, frames, schedule, Arc::new(Outbox::new(60)));
             let end =
                 session::run(ws, &mut intake, &CancellationToken::new(), Duration::from_secs(60))
                     .await;

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::backoff::Backoff;
 use crate::intake::Intake;
 use crate::outbox::Outbox;
+use crate::protocol::FrameLimits;
 use crate::session::{self, End};
 use crate::window::{Limits, Schedule};
 use crate::{Error, Result};
@@ -31,11 +32,13 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
 
-    /// Frames larger than this many bytes are skipped and counted.
-    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    /// Message frames (`{…}`) larger than this many bytes are skipped and counted. Association
+    /// lists are bounded by --max-children instead.
+    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 64 << 10)]
     pub max_frame_bytes: usize,
 
-    /// Most children remembered; associations for new children beyond it are rejected.
+    /// Most children remembered; associations for new children beyond it are rejected. It also
+    /// sets the largest association list accepted (128 bytes per child, ~128 MB at 1,000,000).
     #[arg(long, env = "SWITCHBOARD_MAX_CHILDREN", default_value_t = 1_000_000)]
     pub max_children: usize,
 
@@ -88,12 +91,16 @@ impl Args {
         }
     }
 
-    fn ws_config(&self) -> WebSocketConfig {
-        // tungstenite's own cap only guards memory; frames between our limit and this one are
-        // read and skipped, larger ones cost the connection (and we reconnect).
-        let hard = self.max_frame_bytes.saturating_mul(4).max(16 << 20);
-        WebSocketConfig::default().max_message_size(Some(hard)).max_frame_size(Some(hard))
+    fn frame_limits(&self) -> FrameLimits {
+        FrameLimits::new(self.max_frame_bytes, self.max_children)
     }
+}
+
+/// The websocket layer's caps, derived from the frame limits: anything larger than the largest
+/// frame the parser accepts costs the connection (reported as a lost association list).
+fn ws_config(limits: FrameLimits) -> WebSocketConfig {
+    let cap = limits.websocket_bytes();
+    WebSocketConfig::default().max_message_size(Some(cap)).max_frame_size(Some(cap))
 }
 
 /// A flag struct as clap fills it with no flags given (defaults and `SWITCHBOARD_*` vars).
@@ -118,9 +125,11 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
 
     let outbox = Arc::new(Outbox::new(args.max_queued_reports));
     let schedule = Schedule::new(args.interval, clock);
-    let mut intake = Intake::new(args.limits(), schedule, outbox.clone(), args.max_frame_bytes);
-    let mut backoff = Backoff::new(args.backoff_min, args.backoff_max);
     ctx.health.register("aggregator");
+    let mut intake = Intake::new(args.limits(), args.frame_limits(), schedule, outbox.clone())
+        .with_health(&ctx.health);
+    let ws_config = ws_config(intake.frame_limits());
+    let mut backoff = Backoff::new(args.backoff_min, args.backoff_max);
     let connected = metrics::gauge!("aggregator_connected");
 
     loop {
@@ -128,7 +137,7 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
             args.connect_timeout,
             tokio_tungstenite::connect_async_with_config(
                 args.server.as_str(),
-                Some(args.ws_config()),
+                Some(ws_config),
                 true,
             ),
         );

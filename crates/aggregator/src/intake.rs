@@ -8,15 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, counter, gauge, histogram};
+use switchboard_core::Health;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::associations::Update;
 use crate::outbox::Outbox;
-use crate::protocol::{self, Frame};
+use crate::protocol::{self, AssociationList, Frame, FrameLimits};
 use crate::window::{Limits, Recorded, Schedule, Tally};
 
 /// Malformed frames logged at `warn` per window; the rest only at `debug` (the counter has all).
 const WARN_PER_WINDOW: u32 = 10;
+
+/// Readiness component that is not ready while an association list has been lost: every count
+/// for the children it named would silently go to "unknown".
+pub(crate) const ASSOCIATIONS_COMPONENT: &str = "aggregator-associations";
 
 /// Cached metric handles of the hot path.
 struct Meters {
@@ -46,7 +51,9 @@ pub(crate) struct Intake {
     tally: Tally,
     schedule: Schedule,
     outbox: Arc<Outbox>,
-    max_frame_bytes: usize,
+    frame_limits: FrameLimits,
+    /// Where a lost association list turns readiness off (until the next list is applied).
+    health: Option<Health>,
     meters: Meters,
     malformed_this_window: u32,
     shed_this_window: u64,
@@ -59,20 +66,32 @@ impl Intake {
     /// A fresh intake; windows follow `schedule`, reports go to `outbox`.
     pub(crate) fn new(
         limits: Limits,
+        frame_limits: FrameLimits,
         schedule: Schedule,
         outbox: Arc<Outbox>,
-        max_frame_bytes: usize,
     ) -> Self {
         Self {
             tally: Tally::new(limits),
             schedule,
             outbox,
-            max_frame_bytes,
+            frame_limits,
+            health: None,
             meters: Meters::new(),
             malformed_this_window: 0,
             shed_this_window: 0,
             unpublished: (0, 0),
         }
+    }
+
+    /// The same intake, keeping [`ASSOCIATIONS_COMPONENT`] in `health` (ready now).
+    pub(crate) fn with_health(self, health: &Health) -> Self {
+        health.set_ready(ASSOCIATIONS_COMPONENT, true);
+        Self { health: Some(health.clone()), ..self }
+    }
+
+    /// The frame size limits, for the websocket layer to derive its own from.
+    pub(crate) fn frame_limits(&self) -> FrameLimits {
+        self.frame_limits
     }
 
     /// The outbox reports are queued in.
@@ -114,7 +133,7 @@ impl Intake {
     /// Applies one text frame.
     #[inline]
     pub(crate) fn on_text(&mut self, text: &str) {
-        match protocol::parse(text, self.max_frame_bytes) {
+        match protocol::parse(text, &self.frame_limits) {
             Ok(Frame::Message { source, destination }) => {
                 match self.tally.record(source, destination) {
                     Recorded::Counted => self.unpublished.0 += 1,
@@ -122,9 +141,33 @@ impl Intake {
                     Recorded::Shed => self.shed(),
                 }
             }
-            Ok(Frame::Associations { pairs, skipped }) => self.associate(&pairs, skipped),
+            Ok(Frame::Associations(list)) => self.associate(&list),
+            Err(e @ protocol::FrameError::AssociationsOversized(_)) => {
+                self.associations_lost(e.reason(), &e.to_string());
+            }
             Err(e) => self.malformed(e.reason(), &e.to_string()),
         }
+    }
+
+    /// The websocket layer refused a frame larger than [`FrameLimits::websocket_bytes`] (the
+    /// connection is lost with it). Only an association list can be that large.
+    pub(crate) fn frame_too_large(&mut self, error: &dyn std::fmt::Display) {
+        self.associations_lost("frame_too_large", &error.to_string());
+    }
+
+    /// An association list was refused: every count for its children would be lost without a
+    /// trace, so this is an error, a metric and `/readyz` not ready until a list is applied.
+    fn associations_lost(&mut self, reason: &'static str, detail: &str) {
+        counter!("aggregator_association_lists_lost_total", "reason" => reason).increment(1);
+        if let Some(health) = &self.health {
+            health.set_ready(ASSOCIATIONS_COMPONENT, false);
+        }
+        tracing::error!(
+            reason,
+            detail,
+            limit_bytes = self.frame_limits.association_bytes,
+            "association list lost: messages naming its children cannot be counted (raise --max-children if the server really has that many)"
+        );
     }
 
     /// Adds the message counts read since the last call to the metrics.
@@ -134,15 +177,19 @@ impl Intake {
         self.meters.pending.increment(pending);
     }
 
-    fn associate(&mut self, pairs: &[(u128, u128)], skipped: usize) {
-        let mut full = 0u64;
-        for &(parent, child) in pairs {
+    fn associate(&mut self, list: &AssociationList<'_>) {
+        let (mut applied, mut full) = (0u64, 0u64);
+        let skipped = list.for_each(|parent, child| {
+            applied += 1;
             if self.tally.associate(parent, child) == Update::Full {
                 full += 1;
             }
-        }
-        self.meters.associations.increment(pairs.len() as u64);
+        });
+        self.meters.associations.increment(applied);
         self.meters.children.set(self.tally.children() as f64);
+        if let Some(health) = &self.health {
+            health.set_ready(ASSOCIATIONS_COMPONENT, true);
+        }
         if skipped > 0 {
             self.malformed(
                 "invalid_association",
@@ -240,7 +287,7 @@ mod tests {
         let outbox = Arc::new(Outbox::new(8));
         let limits = Limits { max_children: 10, max_parents: 10, max_pending: 10 };
         let schedule = Schedule::new(Duration::from_secs(60), Arc::new(clock.clone()));
-        let mut intake = Intake::new(limits, schedule, outbox.clone(), 4096);
+        let mut intake = Intake::new(limits, FrameLimits::new(4096, 10), schedule, outbox.clone());
 
         intake.on_text(&format!(" [{{\"parent\":\"{P}\",\"child\":\"{A}\"}}]\n"));
         intake.on_text(&message(A, A));

@@ -27,6 +27,16 @@ pub(crate) struct Row {
     count: u64,
 }
 
+/// The counts a report text carries (rows for the same pair added up).
+pub(crate) fn counts_of(text: &str) -> Result<Counts, String> {
+    let rows: Vec<Row> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut counts = Counts::new();
+    for r in rows {
+        *counts.entry((r.source, r.destination)).or_insert(0) += r.count;
+    }
+    Ok(counts)
+}
+
 /// What a received report was found to be.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -92,14 +102,10 @@ impl Ledger {
 
     /// Checks one report text received at `now_ms`.
     pub(crate) fn check(&mut self, text: &str, now_ms: i64) -> Verdict {
-        let rows: Vec<Row> = match serde_json::from_str(text) {
-            Ok(r) => r,
-            Err(e) => return Verdict::Invalid(e.to_string()),
+        let got = match counts_of(text) {
+            Ok(got) => got,
+            Err(e) => return Verdict::Invalid(e),
         };
-        let mut got = Counts::new();
-        for r in rows {
-            *got.entry((r.source, r.destination)).or_insert(0) += r.count;
-        }
         self.advance(now_ms);
         let Some((window, expected)) = self.closed.pop_front() else {
             // Nothing closed: the client's shutdown flush of the open window, or a report

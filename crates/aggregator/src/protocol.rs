@@ -5,8 +5,12 @@
 //! `{` is one message. Messages are the hot path: they are deserialized from the borrowed
 //! frame text straight into 128-bit keys, so no `String` is built per message (serde_json on
 //! borrowed `&str` measured faster than simd-json on ~150-byte frames). Association lists are
-//! rare, so each entry is parsed on its own: one bad entry is skipped and counted instead of
-//! costing the whole list.
+//! rare but can be large (up to `--max-children` entries, ~100 MB): the list is checked once
+//! without allocating, then walked entry by entry straight into the caller, so no second copy
+//! of it (a `Vec` of entries or pairs) is ever built. One bad entry is skipped and counted
+//! instead of costing the whole list.
+//!
+//! Size limits come from [`FrameLimits`], the one place they are derived from the flags.
 use std::fmt::{self, Write as _};
 
 use serde::Deserialize;
@@ -17,16 +21,46 @@ use uuid::Uuid;
 /// A service id (parent or child) as its 128-bit UUID value.
 pub(crate) type Id = u128;
 
+/// Bytes one child can take in an association list: the widest entry per child is
+/// `{"parent":"<36>","child":"<36>"},` (~95 bytes); the rest is room for whitespace.
+pub(crate) const ASSOCIATION_BYTES_PER_CHILD: usize = 128;
+
+/// Room for an association list's brackets and padding beyond its entries.
+const ASSOCIATION_SLACK: usize = 64 << 10;
+
+/// The size limits of incoming frames, all derived here from two flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameLimits {
+    /// Message frames (`{…}`) larger than this are skipped: `--max-frame-bytes`.
+    pub(crate) message_bytes: usize,
+    /// Association lists (`[…]`) larger than this are refused: what `--max-children`
+    /// children can take on the wire, so a list the association map accepts always fits.
+    pub(crate) association_bytes: usize,
+}
+
+impl FrameLimits {
+    /// The limits for `--max-frame-bytes` and `--max-children`.
+    pub(crate) fn new(max_frame_bytes: usize, max_children: usize) -> Self {
+        let association_bytes = max_children
+            .saturating_mul(ASSOCIATION_BYTES_PER_CHILD)
+            .saturating_add(ASSOCIATION_SLACK)
+            .max(max_frame_bytes);
+        Self { message_bytes: max_frame_bytes, association_bytes }
+    }
+
+    /// The websocket layer's cap on one message (and one frame of it): the largest frame either
+    /// limit allows, so everything the parser would accept reaches it, and nothing larger is
+    /// buffered (such a frame costs the connection; the session reports it as lost loudly).
+    pub(crate) fn websocket_bytes(&self) -> usize {
+        self.message_bytes.max(self.association_bytes)
+    }
+}
+
 /// One decoded frame from the server.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Frame {
-    /// `[{"parent":…,"child":…}, …]`: an association update.
-    Associations {
-        /// Accepted `(parent, child)` pairs, in frame order (a later pair for a child wins).
-        pairs: Vec<(Id, Id)>,
-        /// Entries that were not valid associations and were skipped.
-        skipped: usize,
-    },
+pub(crate) enum Frame<'a> {
+    /// `[{"parent":…,"child":…}, …]`: an association update (checked to be a JSON array).
+    Associations(AssociationList<'a>),
     /// `{"source":…,"destination":…,…}`: one call between two children.
     Message {
         /// Child that made the call.
@@ -45,9 +79,12 @@ pub(crate) enum FrameError {
     /// Neither `[` nor `{` first.
     #[error("frame starts with {0:?}, expected '[' or '{{'")]
     UnknownKind(char),
-    /// Larger than the configured limit.
-    #[error("frame of {0} bytes exceeds the limit")]
+    /// A message frame larger than `--max-frame-bytes`.
+    #[error("message frame of {0} bytes exceeds --max-frame-bytes")]
     Oversized(usize),
+    /// An association list larger than `--max-children` children can take.
+    #[error("association list of {0} bytes exceeds what --max-children allows")]
+    AssociationsOversized(usize),
     /// Not valid JSON for its kind, or an id is not a UUID.
     #[error("invalid frame: {0}")]
     Invalid(#[from] serde_json::Error),
@@ -60,35 +97,69 @@ impl FrameError {
             Self::Empty => "empty",
             Self::UnknownKind(_) => "unknown_kind",
             Self::Oversized(_) => "oversized",
+            Self::AssociationsOversized(_) => "associations_oversized",
             Self::Invalid(_) => "invalid",
         }
     }
 }
 
-/// Parses one text frame, rejecting frames longer than `max_bytes`.
-pub(crate) fn parse(text: &str, max_bytes: usize) -> Result<Frame, FrameError> {
-    if text.len() > max_bytes {
-        return Err(FrameError::Oversized(text.len()));
-    }
+/// Parses one text frame within `limits`.
+pub(crate) fn parse<'a>(text: &'a str, limits: &FrameLimits) -> Result<Frame<'a>, FrameError> {
     match text.bytes().find(|b| !b.is_ascii_whitespace()) {
         None => Err(FrameError::Empty),
         Some(b'{') => {
+            if text.len() > limits.message_bytes {
+                return Err(FrameError::Oversized(text.len()));
+            }
             let m: MessageWire = serde_json::from_str(text)?;
             Ok(Frame::Message { source: m.source.0, destination: m.destination.0 })
         }
         Some(b'[') => {
-            let raw: Vec<&RawValue> = serde_json::from_str(text)?;
-            let mut pairs = Vec::with_capacity(raw.len());
-            let mut skipped = 0;
-            for entry in raw {
-                match serde_json::from_str::<EntryWire>(entry.get()) {
-                    Ok(e) => pairs.extend(e.child.0.into_iter().map(|c| (e.parent.0, c))),
-                    Err(_) => skipped += 1,
-                }
+            if text.len() > limits.association_bytes {
+                return Err(FrameError::AssociationsOversized(text.len()));
             }
-            Ok(Frame::Associations { pairs, skipped })
+            // An array of anything, checked without allocating (a Vec of a zero-sized type).
+            serde_json::from_str::<Vec<de::IgnoredAny>>(text)?;
+            Ok(Frame::Associations(AssociationList(text)))
         }
         Some(b) => Err(FrameError::UnknownKind(char::from(b))),
+    }
+}
+
+/// An association list known to be a JSON array; its entries are read by
+/// [`AssociationList::for_each`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AssociationList<'a>(&'a str);
+
+impl AssociationList<'_> {
+    /// Calls `apply(parent, child)` for every pair, in frame order (a later pair for a child
+    /// wins); returns how many entries were not valid associations and were skipped.
+    pub(crate) fn for_each(&self, mut apply: impl FnMut(Id, Id)) -> usize {
+        let mut de = serde_json::Deserializer::from_str(self.0);
+        // Cannot fail: `parse` checked that the text is an array.
+        de.deserialize_seq(EachEntry(&mut apply)).unwrap_or(0)
+    }
+}
+
+/// Walks an array, parsing each element as an entry on its own.
+struct EachEntry<'f, F>(&'f mut F);
+
+impl<'de, F: FnMut(Id, Id)> Visitor<'de> for EachEntry<'_, F> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of associations")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut skipped = 0;
+        while let Some(entry) = seq.next_element::<&RawValue>()? {
+            match serde_json::from_str::<EntryWire>(entry.get()) {
+                Ok(e) => e.child.0.iter().for_each(|&c| (self.0)(e.parent.0, c)),
+                Err(_) => skipped += 1,
+            }
+        }
+        Ok(skipped)
     }
 }
 
@@ -248,13 +319,27 @@ mod tests {
         Uuid::parse_str(s).unwrap().as_u128()
     }
 
+    fn limits(bytes: usize) -> FrameLimits {
+        FrameLimits { message_bytes: bytes, association_bytes: bytes }
+    }
+
+    /// The pairs and skipped entries of an association list.
+    fn pairs(text: &str) -> (Vec<(Id, Id)>, usize) {
+        let Frame::Associations(list) = parse(text, &limits(1 << 20)).unwrap() else {
+            panic!("not an association list: {text}")
+        };
+        let mut pairs = Vec::new();
+        let skipped = list.for_each(|p, c| pairs.push((p, c)));
+        (pairs, skipped)
+    }
+
     #[test]
     fn message_with_extra_fields_and_padding() {
         let text = format!(
             " \n\t{{\"source\":\"{A}\",\"destination\":\"{B}\",\"method\":\"GET\",\"path\":\"/list\",\"httpStatus\":400}}\n"
         );
         assert_eq!(
-            parse(&text, 1024).unwrap(),
+            parse(&text, &limits(1024)).unwrap(),
             Frame::Message { source: id(A), destination: id(B) }
         );
     }
@@ -264,9 +349,7 @@ mod tests {
         let text = format!(
             "\t[{{\"parent\":\"{A}\",\"child\":\"{B}\"}}, {{\"parent\":\"{B}\",\"children\":\"{A}\"}},\n {{\"parent\":\"{A}\",\"children\":[\"{A}\",\"{B}\"]}}]"
         );
-        let Frame::Associations { pairs, skipped } = parse(&text, 4096).unwrap() else {
-            panic!("not an association list")
-        };
+        let (pairs, skipped) = self::pairs(&text);
         assert_eq!(skipped, 0);
         assert_eq!(pairs, vec![(id(A), id(B)), (id(B), id(A)), (id(A), id(A)), (id(A), id(B))]);
     }
@@ -276,10 +359,7 @@ mod tests {
         let text = format!(
             "[{{\"parent\":\"nope\",\"child\":\"{B}\"}},{{\"parent\":\"{A}\"}},7,{{\"parent\":\"{A}\",\"child\":\"{B}\"}}]"
         );
-        let Frame::Associations { pairs, skipped } = parse(&text, 4096).unwrap() else {
-            panic!("not an association list")
-        };
-        assert_eq!((pairs, skipped), (vec![(id(A), id(B))], 3));
+        assert_eq!(pairs(&text), (vec![(id(A), id(B))], 3));
     }
 
     #[test]
@@ -290,13 +370,38 @@ mod tests {
             ("{\"source\":1}", "invalid"),
             ("{\"source\":\"x\",\"destination\":\"y\"}", "invalid"),
             ("[{", "invalid"),
+            ("[1,2,", "invalid"),
+            ("[] []", "invalid"),
             ("{\"source\":", "invalid"),
         ];
         for (text, reason) in cases {
-            assert_eq!(parse(text, 1024).unwrap_err().reason(), reason, "{text:?}");
+            assert_eq!(parse(text, &limits(1024)).unwrap_err().reason(), reason, "{text:?}");
         }
         let big = format!("{{\"source\":\"{A}\",\"destination\":\"{B}\"}}");
-        assert_eq!(parse(&big, 10).unwrap_err().reason(), "oversized");
+        assert_eq!(parse(&big, &limits(10)).unwrap_err().reason(), "oversized");
+        let list = format!("[{{\"parent\":\"{A}\",\"child\":\"{B}\"}}]");
+        assert_eq!(parse(&list, &limits(10)).unwrap_err().reason(), "associations_oversized");
+    }
+
+    #[test]
+    fn limits_derive_from_max_children() {
+        let l = FrameLimits::new(64 << 10, 1_000_000);
+        assert_eq!(l.message_bytes, 64 << 10);
+        assert_eq!(l.association_bytes, 1_000_000 * ASSOCIATION_BYTES_PER_CHILD + (64 << 10));
+        assert_eq!(l.websocket_bytes(), l.association_bytes);
+        // A message limit above the children's is never undercut by the websocket cap.
+        let l = FrameLimits::new(1 << 30, 10);
+        assert_eq!(l.websocket_bytes(), 1 << 30);
+    }
+
+    #[test]
+    fn the_widest_entry_per_child_fits_the_derived_limit() {
+        // max_children entries of the widest form, pretty-printed, fit in association_bytes.
+        let n = 1_000;
+        let entry = format!("  {{ \"parent\": \"{A}\", \"children\": \"{B}\" }},\n");
+        let text = format!("[\n{}  7\n]", entry.repeat(n));
+        assert!(text.len() <= FrameLimits::new(1024, n).association_bytes, "{}", text.len());
+        assert_eq!(pairs(&text).0.len(), n);
     }
 
     proptest::proptest! {

@@ -108,7 +108,7 @@ where
                                 intake.on_message(&msg);
                                 frames += 1;
                             }
-                            Some(Some(Err(e))) => return End::Lost(format!("read failed: {e}")),
+                            Some(Some(Err(e))) => return lost(intake, &e),
                             Some(None) => return End::Lost("closed by server".to_owned()),
                             None => break,
                         }
@@ -119,7 +119,7 @@ where
                     // when the socket never runs dry.
                     tokio::task::consume_budget().await;
                 }
-                Some(Err(e)) => return End::Lost(format!("read failed: {e}")),
+                Some(Err(e)) => return lost(intake, &e),
                 None => return End::Lost("closed by server".to_owned()),
             },
         }
@@ -149,6 +149,14 @@ where
         tracing::info!(ignored, "frames received after the final flush were not counted");
     }
     End::Shutdown
+}
+
+/// The session's end after a read error; a frame over the websocket cap is reported loudly.
+fn lost(intake: &mut Intake, e: &tungstenite::Error) -> End {
+    if matches!(e, tungstenite::Error::Capacity(_)) {
+        intake.frame_too_large(e);
+    }
+    End::Lost(format!("read failed: {e}"))
 }
 
 /// Sends queued reports in order, acknowledging each one only after it was written, and a
@@ -200,7 +208,8 @@ mod tests {
     fn intake() -> Intake {
         let limits = Limits { max_children: 10, max_parents: 10, max_pending: 10 };
         let schedule = Schedule::new(Duration::from_secs(3600), Arc::new(SystemClock));
-        Intake::new(limits, schedule, Arc::new(Outbox::new(4)), 1024)
+        let frames = crate::protocol::FrameLimits::new(1024, 10);
+        Intake::new(limits, frames, schedule, Arc::new(Outbox::new(4)))
     }
 
     /// A loopback websocket server; `answer` decides whether it reads (and so answers pings).

@@ -32,6 +32,9 @@ type Ws = WebSocketStream<TcpStream>;
 /// Messages are sent in small batches on this tick.
 const TICK: Duration = Duration::from_millis(10);
 
+/// Payload of the Ping sent behind the full association list.
+const LIST_READ: &[u8] = b"list-read";
+
 /// `switchboard sim wsserver` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WsServerArgs {
@@ -87,16 +90,22 @@ pub struct WsServerArgs {
     /// include messages from the previous server).
     #[arg(long, env = "SWITCHBOARD_SKIP_FIRST_WINDOW")]
     pub skip_first_window: bool,
+    /// Print every report that matched as a table (parent → parent: calls).
+    #[arg(long, env = "SWITCHBOARD_PRINT_REPORTS")]
+    pub print_reports: bool,
     /// Seed of the random tree and traffic.
     #[arg(long, env = "SWITCHBOARD_SEED", default_value_t = 1)]
     pub seed: u64,
 }
 
 impl WsServerArgs {
-    /// The demo's simulator: every feature on, ephemeral port.
-    pub(crate) fn demo() -> Result<Self> {
+    /// The demo's simulator: every feature on, ephemeral port, `interval` windows, every
+    /// checked report printed.
+    pub(crate) fn demo(interval: Duration) -> Result<Self> {
         let mut args: Self = crate::client::defaults("wsserver")?;
         args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        args.interval = interval;
+        args.print_reports = true;
         args.pad = true;
         args.children_key = true;
         args.malformed_every = 5_000;
@@ -184,6 +193,10 @@ struct Feeder {
     world: World,
     ledger: Ledger,
     conn: Option<Ws>,
+    /// The full association list went out with a Ping behind it and its Pong is not back yet:
+    /// the client is still reading the list, so nothing else is sent (a million-child list
+    /// takes a while to parse, and messages sent meanwhile would be counted windows late).
+    reading_list: bool,
     sent: u64,
     checked: u64,
     mismatches: u64,
@@ -199,6 +212,7 @@ impl Feeder {
             windows,
             args,
             conn: None,
+            reading_list: false,
             sent: 0,
             checked: 0,
             mismatches: 0,
@@ -276,6 +290,7 @@ impl Feeder {
         let now = SystemClock.now_ms();
         let guard = i64::try_from(self.args.guard.as_millis()).unwrap_or(i64::MAX);
         self.conn.is_none()
+            || self.reading_list
             || now - self.windows.start_of(now) < guard
             || self.windows.next_start(now) - now <= guard
     }
@@ -285,9 +300,11 @@ impl Feeder {
             tokio::spawn(async move { old.close(None).await });
         }
         tracing::info!("client connected; sending the full association list");
-        self.ledger.start(SystemClock.now_ms());
         let pairs = self.world.full_list();
         self.send_associations(&pairs).await;
+        // Answered by the client's websocket layer once it has read (and applied) the list.
+        self.reading_list = true;
+        self.send(vec![Message::Ping(LIST_READ.into())]).await;
     }
 
     async fn send_associations(&mut self, pairs: &[(uuid::Uuid, uuid::Uuid)]) {
@@ -346,6 +363,17 @@ impl Feeder {
     fn on_frame(&mut self, msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) {
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Pong(p))) if p.as_ref() == LIST_READ => {
+                tracing::info!("client has read the association list; sending messages");
+                self.reading_list = false;
+                // The ledger's first window is the one messages start in (a window boundary
+                // within the guard band counts as passed): windows the client closed while it
+                // was busy reading are not ground truth, and it may fold them into one report.
+                let guard = i64::try_from(self.args.guard.as_millis()).unwrap_or(i64::MAX);
+                let now = SystemClock.now_ms().saturating_add(guard);
+                self.ledger.start(now);
+                return;
+            }
             Some(Ok(_)) => return,
             Some(Err(e)) => {
                 tracing::info!(error = %e, "client connection failed");
@@ -363,6 +391,9 @@ impl Feeder {
                 self.checked += 1;
                 metrics::counter!("wsserver_reports_total", "verdict" => "match").increment(1);
                 tracing::info!(window, "report matches the ground truth");
+                if self.args.print_reports {
+                    print_report(window, self.args.interval, text.as_str());
+                }
             }
             Verdict::Mismatch { window, expected, got } => {
                 self.mismatches += 1;
@@ -383,6 +414,21 @@ impl Feeder {
                 tracing::error!(error = %e, "invalid report");
             }
         }
+    }
+}
+
+/// A checked report as a table; parents are shown by the first 8 hex digits of their id.
+fn print_report(window: i64, interval: Duration, text: &str) {
+    let Ok(counts) = crate::ledger::counts_of(text) else { return };
+    let start = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(window).unwrap_or(0));
+    let calls: u64 = counts.values().sum();
+    println!(
+        "aggregator report, {interval:?} window from {}: {calls} calls, checked \u{2713} (equal to what the simulator sent)",
+        humantime::format_rfc3339_seconds(start)
+    );
+    for ((source, destination), n) in &counts {
+        let short = |id: &uuid::Uuid| id.simple().to_string()[..8].to_owned();
+        println!("  {} \u{2192} {}  {n:>7}", short(source), short(destination));
     }
 }
 

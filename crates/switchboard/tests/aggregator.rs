@@ -199,14 +199,17 @@ async fn bad_flags_are_a_config_error() {
 }
 
 #[tokio::test]
-async fn demo_lists_the_aggregator_and_stops_cleanly() {
+async fn demo_prints_a_checked_report_within_seconds_and_stops_cleanly() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     let data = std::env::temp_dir().join(format!("switchboard-agg-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&data).expect("data dir");
+    let log = data.join("stderr.log");
     let mut demo = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["demo", "--data-dir", data.to_str().expect("utf-8 path")])
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn demo");
@@ -223,6 +226,113 @@ async fn demo_lists_the_aggregator_and_stops_cleanly() {
     .expect("demo printed its table in time")
     .expect("the table lists the aggregator's simulator");
     assert!(sim_url.starts_with("ws://127.0.0.1:"), "{sim_url}");
+    // 10 s windows: the first checked report is printed, as a table, well within the deadline.
+    let rows = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.starts_with("aggregator report") && line.contains("checked \u{2713}") {
+                let row = lines.next_line().await.expect("read stdout").unwrap_or_default();
+                return Some((line, row));
+            }
+        }
+        None
+    })
+    .await
+    .expect("a checked report was printed in time")
+    .expect("the demo prints checked reports");
+    assert!(rows.1.contains('\u{2192}'), "a report row names two parents: {rows:?}");
     assert!(terminate(demo).await, "demo did not exit cleanly");
+    // The simulator stops after the aggregator's shutdown flush, so that flush is delivered.
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!stderr.contains("final report"), "the final report was not delivered:\n{stderr}");
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Peak RSS of process `pid` in MiB (VmHWM), while it still runs.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// A tree of `parents` x `per_parent` children announced in one association list at connect
+/// (no later updates: the tree is exactly that size), then messages over it; every window is
+/// checked by the simulator. Returns the aggregator's peak RSS.
+async fn whole_tree_is_counted(parents: usize, per_parent: usize, within: Duration) -> u64 {
+    let (port, admin) = (free_port(), free_port());
+    let sim = wsserver(
+        port,
+        &[
+            "--parents",
+            &parents.to_string(),
+            "--children-per-parent",
+            &per_parent.to_string(),
+            "--update-every",
+            "1h",
+            "--rate",
+            "3000",
+            "--expect-reports",
+            "3",
+        ],
+    );
+    let agg = aggregator(port, admin, "1s");
+    let pid = agg.id().expect("running");
+    let out = tokio::time::timeout(within, sim.wait_with_output())
+        .await
+        .expect("wsserver did not finish in time")
+        .expect("wait for wsserver");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains("checked=3 mismatches=0"), "{out}");
+    assert!(summary_field(&out, "sent_messages") > 0, "{out}");
+    let children = metric(admin, "aggregator_children").await.unwrap_or(0.0);
+    assert_eq!(children, (parents * per_parent) as f64, "every child was applied");
+    assert_eq!(metric(admin, "aggregator_association_lists_lost_total").await, None);
+    let peak = peak_rss_mib(pid);
+    eprintln!("{} children: aggregator peak RSS {peak} MiB", parents * per_parent);
+    assert!(terminate(agg).await);
+    peak
+}
+
+#[tokio::test]
+async fn twenty_thousand_children_in_a_2_mb_association_list_are_counted() {
+    whole_tree_is_counted(200, 100, DEADLINE).await;
+}
+
+/// As large as the default limits allow: --max-children is 1,000,000, so one ~100 MB list.
+#[tokio::test]
+async fn a_million_children_in_one_association_list_are_counted() {
+    let peak = whole_tree_is_counted(1_000, 1_000, Duration::from_secs(180)).await;
+    // The frame (~100 MB) plus the child map; a second copy of the list would show here.
+    assert!(peak < 400, "peak RSS {peak} MiB for 1,000,000 children");
+}
+
+/// A list larger than --max-children allows is refused loudly: an error, a metric and
+/// /readyz not ready — not a silent loss of every count.
+#[tokio::test]
+async fn an_association_list_over_the_limit_is_loud() {
+    let (port, admin) = (free_port(), free_port());
+    let _sim = wsserver(port, &["--parents", "200", "--children-per-parent", "100"]);
+    let server = format!("ws://127.0.0.1:{port}/ws");
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let agg = switchboard(&[
+        "aggregator",
+        "--server",
+        &server,
+        "--interval",
+        "1s",
+        "--admin-addr",
+        &admin_addr,
+        "--max-children",
+        "10000",
+        "--backoff-max",
+        "300ms",
+    ]);
+    wait_metric(admin, "aggregator_association_lists_lost_total", |v| v >= 1.0).await;
+    let readyz = reqwest::get(format!("http://{admin_addr}/readyz")).await.expect("readyz");
+    assert_eq!(readyz.status(), 503);
+    let body = readyz.text().await.unwrap_or_default();
+    assert!(body.contains("\"aggregator-associations\":false"), "{body}");
+    assert!(terminate(agg).await);
 }
