@@ -107,21 +107,21 @@ fn ws_config(limits: FrameLimits) -> WebSocketConfig {
 pub(crate) fn defaults<A: clap::Args + clap::FromArgMatches>(name: &'static str) -> Result<A> {
     let matches = A::augment_args(clap::Command::new(name))
         .try_get_matches_from([name])
-        .map_err(|e| Error::Config(e.to_string()))?;
-    A::from_arg_matches(&matches).map_err(|e| Error::Config(e.to_string()))
+        .map_err(|e| Error::config(e.to_string()))?;
+    A::from_arg_matches(&matches).map_err(|e| Error::config(e.to_string()))
 }
 
 /// Runs the aggregator until `ctx.shutdown`, then flushes the open window.
 pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<()> {
     if args.interval < Duration::from_millis(10) {
-        return Err(Error::Config(format!("--interval {:?} is below 10ms", args.interval)));
+        return Err(Error::config(format!("--interval {:?} is below 10ms", args.interval)));
     }
     // Validate the URL once, up front: a typo is a startup error, not an endless retry.
-    switchboard_core::url::websocket("--server", &args.server).map_err(Error::Config)?;
+    switchboard_core::url::websocket("--server", &args.server).map_err(Error::config)?;
     args.server
         .as_str()
         .into_client_request()
-        .map_err(|e| Error::Config(format!("--server {}: {e}", args.server)))?;
+        .map_err(|e| Error::config(format!("--server {}: {e}", args.server)))?;
 
     let outbox = Arc::new(Outbox::new(args.max_queued_reports));
     let schedule = Schedule::new(args.interval, clock);

@@ -135,7 +135,7 @@ pub(crate) async fn bind(args: &WsServerArgs) -> Result<(TcpListener, SocketAddr
 /// Runs the simulator until `ctx.shutdown` or until the expected reports were checked.
 pub(crate) async fn run(args: WsServerArgs, ctx: Ctx) -> Result<()> {
     if args.interval <= args.guard * 2 {
-        return Err(Error::Config("--interval must be longer than twice --guard".into()));
+        return Err(Error::config("--interval must be longer than twice --guard"));
     }
     let (listener, addr) = bind(&args).await?;
     tracing::info!(url = %format!("ws://{addr}/ws"), "wsserver listening");

@@ -12,7 +12,7 @@ fn validate_name(kind: &str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Config(format!("{kind} name {name:?}: use letters, digits, '-' and '_'")))
+        Err(Error::config(format!("{kind} name {name:?}: use letters, digits, '-' and '_'")))
     }
 }
 
@@ -24,21 +24,21 @@ impl StreamConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         validate_name("stream", &self.name)?;
         if self.subjects.is_empty() {
-            return Err(Error::Config(format!("stream {}: no subjects", self.name)));
+            return Err(Error::config(format!("stream {}: no subjects", self.name)));
         }
         for s in &self.subjects {
             validate_pattern(s)?;
         }
         if self.max_messages == Some(0) || self.max_bytes == Some(0) {
-            return Err(Error::Config(format!("stream {}: limits must be at least 1", self.name)));
+            return Err(Error::config(format!("stream {}: limits must be at least 1", self.name)));
         }
         if self.max_age.is_some_and(|a| a.is_zero()) {
-            return Err(Error::Config(format!("stream {}: max_age must be positive", self.name)));
+            return Err(Error::config(format!("stream {}: max_age must be positive", self.name)));
         }
         // JetStream cannot switch dedup off (zero means its 2 min default): to store
         // repeats, publish without a msg_id instead.
         if self.duplicate_window.is_zero() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "stream {}: duplicate_window must be positive (publish without msg_id to skip dedup)",
                 self.name
             )));
@@ -55,13 +55,13 @@ impl ConsumerConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         validate_name("durable", &self.durable)?;
         if self.ack_wait.is_zero() || self.max_ack_pending == 0 {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "consumer {}: ack_wait and max_ack_pending must be positive",
                 self.durable
             )));
         }
         if self.ack_wait > MAX_WAIT {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "consumer {}: ack_wait {:?} exceeds {MAX_WAIT:?}",
                 self.durable, self.ack_wait
             )));

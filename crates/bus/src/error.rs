@@ -3,9 +3,9 @@
 /// Bus error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The URL scheme is neither `memory://` nor `nats://`.
-    #[error("unsupported bus url {0:?} (expected memory:// or nats://host:port)")]
-    UnsupportedUrl(String),
+    /// The URL scheme is neither `memory://` nor `nats://` (a configuration error).
+    #[error("unsupported bus url")]
+    UnsupportedUrl(#[source] switchboard_core::ConfigError),
     /// Nobody is subscribed to the request subject.
     #[error("no responders on {0}")]
     NoResponders(String),
@@ -19,11 +19,18 @@ pub enum Error {
     #[error("invalid subject {0}")]
     InvalidSubject(String),
     /// Invalid stream or consumer configuration.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration")]
+    Config(#[from] switchboard_core::ConfigError),
     /// The engine failed (connection lost, server error).
     #[error("{0}")]
     Engine(String),
+}
+
+impl Error {
+    /// A configuration error saying `message` (exit 64).
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config(switchboard_core::ConfigError::new(message))
+    }
 }
 
 /// Result alias for the bus crate.

@@ -200,7 +200,9 @@ impl Bus {
         } else if url.starts_with("nats:") || url.starts_with("tls:") {
             Engine::Nats(nats::NatsBus::connect(url).await?)
         } else {
-            return Err(Error::UnsupportedUrl(switchboard_core::redact::url(url)));
+            let url = switchboard_core::redact::url(url);
+            let why = format!("{url:?} (expected memory:// or nats://host:port)");
+            return Err(Error::UnsupportedUrl(switchboard_core::ConfigError::new(why)));
         };
         Ok(Self { engine })
     }
@@ -249,7 +251,7 @@ impl Bus {
     pub async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription> {
         subject::validate_pattern(subject)?;
         if group.is_empty() || group.chars().any(char::is_whitespace) {
-            return Err(Error::Config(format!("queue group {group:?}: empty or has whitespace")));
+            return Err(Error::config(format!("queue group {group:?}: empty or has whitespace")));
         }
         match &self.engine {
             Engine::Memory(b) => Ok(b.subscribe(subject, Some(group))),

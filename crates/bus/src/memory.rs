@@ -165,7 +165,7 @@ impl MemoryBus {
                 .flat_map(|a| theirs.iter().map(move |b| (a, b)))
                 .find(|(a, b)| overlaps(a, b))
             {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "stream {:?}: subject {a:?} overlaps {b:?} of stream {name:?}",
                     cfg.name
                 )));

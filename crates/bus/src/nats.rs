@@ -204,7 +204,7 @@ impl NatsBus {
             Ok(_) => Ok(()),
             Err(e) => Err(match e.kind() {
                 CreateStreamErrorKind::JetStream(js) => {
-                    Error::Config(format!("stream {}: {js}", cfg.name))
+                    Error::config(format!("stream {}: {js}", cfg.name))
                 }
                 _ => engine(&format!("ensuring stream {}", cfg.name), e),
             }),

@@ -118,10 +118,10 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
     // Re-checked for callers that build the flags in code (demo, bench); clap already
     // refuses these on the command line (exit 64).
     if args.max_in_flight == 0 || !(0.0..=crate::op::MAX_X_CEILING).contains(&args.max_x) {
-        return Err(Error::Config("--max-in-flight must be > 0 and --max-x finite, ≥ 0".into()));
+        return Err(Error::config("--max-in-flight must be > 0 and --max-x finite, ≥ 0"));
     }
     let name = match &args.name {
-        Some(n) => crate::attach::check_name(n).map_err(Error::Config)?.to_owned(),
+        Some(n) => crate::attach::check_name(n).map_err(Error::config)?.to_owned(),
         None => format!("agent-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
     };
     let cap = usize::try_from(args.max_in_flight).unwrap_or(usize::MAX);
@@ -129,7 +129,7 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
     let mut agent = Agent {
         endpoint: endpoint(&args).await?,
         bearer: MetadataValue::try_from(format!("Bearer {}", args.token))
-            .map_err(|_| Error::Config("--token must be printable ASCII".into()))?,
+            .map_err(|_| Error::config("--token must be printable ASCII"))?,
         limits: Limits { max_x: args.max_x, max_msg_bytes: args.max_msg_bytes },
         machine: Machine::default(),
         rate: RateLimit::new(args.rate, args.burst, Instant::now()),
@@ -181,7 +181,7 @@ pub async fn run(args: AgentArgs, ctx: Ctx) -> Result<Exit> {
 
 /// The console endpoint described by the flags.
 async fn endpoint(args: &AgentArgs) -> Result<Endpoint> {
-    let uri = switchboard_core::url::http("--server", &args.server).map_err(Error::Config)?;
+    let uri = switchboard_core::url::http("--server", &args.server).map_err(Error::config)?;
     let mut endpoint = Endpoint::from(uri)
         .connect_timeout(args.connect_timeout)
         .tcp_nodelay(true)

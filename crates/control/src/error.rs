@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A flag has an unusable value.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration")]
+    Config(#[from] switchboard_core::ConfigError),
     /// The console's gRPC listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -41,6 +41,13 @@ pub enum Error {
     /// The benchmark could not complete its measurement.
     #[error("bench: {0}")]
     Bench(String),
+}
+
+impl Error {
+    /// A configuration error saying `message` (exit 64).
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config(switchboard_core::ConfigError::new(message))
+    }
 }
 
 /// Result alias for this crate.

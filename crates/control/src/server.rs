@@ -86,7 +86,7 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
         tracing::warn!("--token is shorter than 16 characters; use a long random secret");
     }
     if args.token.is_empty() {
-        return Err(Error::Config("--token must not be empty".into()));
+        return Err(Error::config("--token must not be empty"));
     }
     let fleet = Fleet::new(args.agent_queue);
     ctx.health.register("control-server");

@@ -68,5 +68,5 @@ impl AgentTls {
 async fn read(path: &Path) -> Result<Vec<u8>> {
     tokio::fs::read(path)
         .await
-        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))
+        .map_err(|e| Error::config(format!("reading {}: {e}", path.display())))
 }

@@ -2,6 +2,32 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// A flag, setting or file the user gave is unusable: the one configuration error of every
+/// crate. Each crate's `Error::Config` wraps it as its source, so the binary finds it in any
+/// error's chain and exits 64 without a list of crates to keep up to date.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// A configuration error saying `message` (name the flag and the value's problem).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    /// Whether `err` or any of its causes is a [`ConfigError`].
+    pub fn in_chain(err: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if e.is::<Self>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 /// Core error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,8 +51,8 @@ pub enum Error {
     #[error("telemetry: {0}")]
     Telemetry(String),
     /// A TLS certificate, key or CA file is unusable.
-    #[error("tls: {0}")]
-    Tls(String),
+    #[error("tls")]
+    Tls(#[source] ConfigError),
     /// A listening socket could not be bound; names the address, since a process may have
     /// several listeners and "Address already in use" alone does not say which one.
     #[error("cannot listen on {addr}: {source}")]
@@ -65,6 +91,14 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_error_is_found_under_any_wrapper() {
+        let err = Error::Tls(ConfigError::new("cert.pem: no PEM certificate in it"));
+        assert!(ConfigError::in_chain(&err));
+        assert_eq!(describe(&err), "tls: cert.pem: no PEM certificate in it");
+        assert!(!ConfigError::in_chain(&Error::Io(std::io::Error::other("disk full"))));
+    }
 
     #[test]
     fn describe_names_every_cause_once() {

@@ -29,7 +29,7 @@ pub mod tls;
 pub mod url;
 pub mod window;
 
-pub use error::{Error, Result, describe as describe_error};
+pub use error::{ConfigError, Error, Result, describe as describe_error};
 pub use health::Health;
 pub use shutdown::Ctx;
 pub use tokio_util::sync::CancellationToken;

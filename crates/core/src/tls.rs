@@ -11,6 +11,17 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::{Error, Result};
 
+/// The PEM contents of [`TlsArgs`].
+#[derive(Clone)]
+pub struct Pem {
+    /// Certificate chain.
+    pub cert: Vec<u8>,
+    /// Private key.
+    pub key: Vec<u8>,
+    /// CA of client certificates (mutual TLS).
+    pub client_ca: Option<Vec<u8>>,
+}
+
 /// Server TLS flags.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TlsArgs {
@@ -39,7 +50,7 @@ impl TlsArgs {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Tls(e.to_string()))?;
+            .map_err(|e| tls_error(e.to_string()))?;
         let builder = match &self.tls_client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
@@ -56,9 +67,26 @@ impl TlsArgs {
         };
         let mut config = builder
             .with_single_cert(chain, key)
-            .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+            .map_err(|e| tls_error(format!("{}: {e}", cert.display())))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))
+    }
+
+    /// The PEM files these flags name, read and checked like [`Self::server_config`], for
+    /// servers that take PEM bytes (tonic's gRPC listeners); `None` without `--tls-cert`.
+    ///
+    /// # Errors
+    /// A file is missing or holds no usable certificate or key (a configuration error).
+    pub fn pem(&self) -> Result<Option<Pem>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        // The same checks as for our HTTP listeners, so a bad file is refused the same way.
+        self.server_config()?;
+        let read = |path: &Path| std::fs::read(path).map_err(|e| bad(path, &e));
+        Ok(Some(Pem {
+            cert: read(cert)?,
+            key: read(key)?,
+            client_ca: self.tls_client_ca.as_deref().map(read).transpose()?,
+        }))
     }
 }
 
@@ -68,11 +96,16 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(path, &e))?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!("{}: no PEM certificate in it", path.display())));
+        return Err(tls_error(format!("{}: no PEM certificate in it", path.display())));
     }
     Ok(certs)
 }
 
 fn bad(path: &Path, e: &dyn std::fmt::Display) -> Error {
-    Error::Tls(format!("{}: {e}", path.display()))
+    tls_error(format!("{}: {e}", path.display()))
+}
+
+/// A TLS file problem: a configuration error (exit 64).
+fn tls_error(message: impl Into<String>) -> Error {
+    Error::Tls(crate::ConfigError::new(message))
 }

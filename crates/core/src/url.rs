@@ -19,8 +19,10 @@ pub fn websocket(flag: &str, url: &str) -> Result<Uri, String> {
     checked(flag, url, ["ws", "wss"], "ws://host:port/path (wss:// for TLS)")
 }
 
-fn checked(flag: &str, url: &str, [plain, tls]: [&str; 2], example: &str) -> Result<Uri, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("{flag} {url:?} is not a URL: {e}"))?;
+fn checked(flag: &str, raw: &str, [plain, tls]: [&str; 2], example: &str) -> Result<Uri, String> {
+    // Messages show the URL with its password masked: they end up in logs and terminals.
+    let url = crate::redact::url(raw);
+    let uri: Uri = raw.parse().map_err(|e| format!("{flag} {url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some(s) if (s == plain || s == tls) && uri.host().is_some() => Ok(uri),
         Some(s) if s == plain || s == tls => Err(format!("{flag} {url:?} has no host")),
@@ -52,5 +54,13 @@ mod tests {
         let err = super::websocket("--server", "127.0.0.1:5050").unwrap_err();
         assert!(err.contains("ws://127.0.0.1:5050"), "{err}");
         assert!(super::websocket("--server", "http://x/ws").unwrap_err().contains("ws://host"));
+    }
+
+    #[test]
+    fn messages_mask_the_password() {
+        let err = http("--gateway", "natz://user:hunter2@gw:50051").unwrap_err();
+        assert!(err.contains("user:***@gw") && !err.contains("hunter2"), "{err}");
+        let err = http("--gateway", "user:hunter2@gw:50051").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

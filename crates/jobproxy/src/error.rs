@@ -15,8 +15,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A flag holds a value we cannot use.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration")]
+    Config(#[from] switchboard_core::ConfigError),
     /// An I/O error outside a single request (spawning, reading `/proc`, …).
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -26,6 +26,13 @@ pub enum Error {
     /// The benchmark could not complete a phase.
     #[error("benchmark: {0}")]
     Bench(String),
+}
+
+impl Error {
+    /// A configuration error saying `message` (exit 64).
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config(switchboard_core::ConfigError::new(message))
+    }
 }
 
 /// Result alias for this crate.

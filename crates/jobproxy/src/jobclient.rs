@@ -62,7 +62,7 @@ impl Round {
 /// `--url` is not an http(s) URL, or the HTTP client cannot be built.
 pub(crate) async fn run(args: JobClientArgs, ctx: Ctx) -> Result<bool> {
     // `127.0.0.1:8080` would otherwise fail all 50 jobs with "relative URL without a base".
-    switchboard_core::url::http("--url", &args.url).map_err(Error::Config)?;
+    switchboard_core::url::http("--url", &args.url).map_err(Error::config)?;
     let bar = ProgressBar::new(args.jobs as u64);
     if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {elapsed_precise}")
     {

@@ -156,7 +156,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let (waiters, expired) = (Arc::clone(&proxy.waiters), proxy.drain_expired.clone());
     let drain_timeout = args.drain_timeout;
     let (header_timeout, max_held) = (args.http.header_timeout, args.max_held.get());
-    let tls = args.tls.server_config().map_err(|e| Error::Config(e.to_string()))?;
+    let tls = args.tls.server_config().map_err(|e| Error::config(e.to_string()))?;
     let stopped = CancellationToken::new();
     let done = stopped.clone();
     ctx.spawn(async move {
@@ -204,7 +204,7 @@ fn public_url(given: Option<&str>, addr: SocketAddr) -> Result<String> {
     };
     match url.parse::<http::Uri>() {
         Ok(u) if u.scheme().is_some() && u.authority().is_some() => Ok(url),
-        _ => Err(Error::Config(format!("--public-url {url:?} is not an absolute URL"))),
+        _ => Err(Error::config(format!("--public-url {url:?} is not an absolute URL"))),
     }
 }
 

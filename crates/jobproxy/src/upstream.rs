@@ -50,7 +50,7 @@ impl Target {
     /// Not an absolute `http://` URL with a host.
     pub fn parse(url: &str) -> Result<Self> {
         let shown = switchboard_core::redact::url(url);
-        let bad = |why: &str| Error::Config(format!("--upstream {shown:?}: {why}"));
+        let bad = |why: &str| Error::config(format!("--upstream {shown:?}: {why}"));
         let uri: http::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
         if uri.scheme_str().is_none() {
             return Err(bad(&format!("no scheme; write it as http://{shown}")));

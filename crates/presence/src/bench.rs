@@ -75,7 +75,7 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
         return reference::serve(addr, ctx).await;
     }
     if args.clients.is_empty() || args.clients.contains(&0) || args.clients_per_proc == 0 {
-        return Err(Error::Config("--clients and --clients-per-proc must be > 0".into()));
+        return Err(Error::config("--clients and --clients-per-proc must be > 0"));
     }
     let mut points = Vec::new();
     for &clients in &args.clients {

@@ -13,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument as _;
 
+use crate::auth::{CLIENT_TOKEN_HEADER, ClientAuth};
 use crate::gateway::CLIENT_ID_HEADER;
 use crate::jitter::Jitter;
 use crate::proto::gateway_client::GatewayClient;
 use crate::proto::{Pong, Status};
+use crate::tls::ClientTls;
 use crate::{Error, Result};
 
 /// `switchboard presence client` flags.
@@ -25,6 +27,14 @@ pub struct ClientArgs {
     /// This client's unique id (default: a random UUID).
     #[arg(long, env = "SWITCHBOARD_ID")]
     pub id: Option<uuid::Uuid>,
+    /// This client's token for a gateway with --client-auth-key (from `presence token`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLIENT_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "client_auth_key"
+    )]
+    pub client_token: Option<String>,
     /// Where to connect.
     #[command(flatten)]
     pub target: Target,
@@ -44,12 +54,24 @@ pub struct Target {
     /// Longest wait between reconnection attempts.
     #[arg(long, env = "SWITCHBOARD_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
+    /// The gateways' --client-auth-key: each client mints its own token (simulated clients;
+    /// real ones get theirs from whoever issues their ids).
+    #[arg(long, env = "SWITCHBOARD_CLIENT_AUTH_KEY", hide_env_values = true)]
+    pub client_auth_key: Option<String>,
+    /// TLS for `https://` gateways.
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 impl Target {
-    /// Clients of `gateways` with the default 5 s backoff cap.
+    /// Clients of `gateways` with the default 5 s backoff cap, no token, no TLS.
     pub fn new(gateways: Vec<String>) -> Self {
-        Self { gateways, max_backoff: Duration::from_secs(5) }
+        Self {
+            gateways,
+            max_backoff: Duration::from_secs(5),
+            client_auth_key: None,
+            tls: ClientTls::default(),
+        }
     }
 }
 
@@ -59,7 +81,9 @@ impl Target {
 /// A gateway URL is invalid.
 pub async fn run(args: ClientArgs, ctx: Ctx) -> Result<()> {
     let id = args.id.unwrap_or_else(uuid::Uuid::new_v4);
-    let client = Client::new(id, &args.target, None)?.with_health(&ctx.health, "presence-client");
+    let mut client =
+        Client::new(id, &args.target, None)?.with_health(&ctx.health, "presence-client");
+    client.token = args.client_token.map(Token::Given);
     tracing::info!(client_id = %id, gateways = ?args.target.gateways, "presence client starting");
     client.run(0, ctx.shutdown.clone()).await;
     Ok(())
@@ -74,10 +98,21 @@ pub struct Client {
     /// [`Client::sharing_connections`]: their streams are multiplexed on one HTTP/2 connection
     /// per gateway, as behind an L7 proxy. `None`: each session opens its own connection.
     shared: Option<Arc<[Channel]>>,
+    /// What this client presents as its `client-token`, if anything.
+    token: Option<Token>,
     max_backoff: Duration,
     jitter: Option<Arc<Jitter>>,
     /// Shared by every clone ([`Client::with_id`]): a crowd of simulated clients reports as one.
     reach: Arc<Reach>,
+}
+
+/// Where a client's token comes from.
+#[derive(Clone)]
+enum Token {
+    /// Minted elsewhere and given to this one client.
+    Given(String),
+    /// Minted by each client from the gateways' key (simulated clients).
+    Derived(Arc<ClientAuth>),
 }
 
 /// Failed attempts in a row after which a client's failure is logged at WARN, not DEBUG: the
@@ -143,14 +178,21 @@ impl Client {
     pub fn new(id: uuid::Uuid, target: &Target, jitter: Option<Arc<Jitter>>) -> Result<Self> {
         let gateways = &target.gateways;
         if gateways.is_empty() {
-            return Err(Error::Config("at least one --gateway is needed".into()));
+            return Err(Error::config("at least one --gateway is needed"));
         }
-        let gateways =
-            gateways.iter().map(|g| endpoint(g).map(tune)).collect::<Result<Vec<_>>>()?;
+        let gateways = gateways
+            .iter()
+            .map(|g| target.tls.apply("--gateway", tune(endpoint(g)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let token = match &target.client_auth_key {
+            Some(key) => Some(Token::Derived(Arc::new(ClientAuth::new(key)?))),
+            None => None,
+        };
         Ok(Self {
             id,
             gateways: gateways.into(),
             shared: None,
+            token,
             max_backoff: target.max_backoff,
             jitter,
             reach: Arc::default(),
@@ -225,8 +267,17 @@ impl Client {
         let (tx, rx) = mpsc::channel::<Pong>(2);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         let id = tonic::metadata::MetadataValue::try_from(self.id.to_string())
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::config(e.to_string()))?;
         request.metadata_mut().insert(CLIENT_ID_HEADER, id);
+        if let Some(token) = &self.token {
+            let token = match token {
+                Token::Given(t) => t.clone(),
+                Token::Derived(auth) => auth.token(self.id),
+            };
+            let token = tonic::metadata::MetadataValue::try_from(token)
+                .map_err(|_| Error::config("--client-token must be printable ASCII"))?;
+            request.metadata_mut().insert(CLIENT_TOKEN_HEADER, token);
+        }
         crate::trace::inject_metadata(&tracing::Span::current(), request.metadata_mut());
         let mut inbound = client.attach(request).await?.into_inner();
         metrics::gauge!("presence_clients_connected").increment(1.0);
@@ -265,7 +316,7 @@ impl Client {
 /// Parses a gateway URL, insisting on a scheme: tonic takes `127.0.0.1:50051` for a URL and
 /// then fails every connection attempt with a bare "transport error".
 fn endpoint(url: &str) -> Result<Endpoint> {
-    let uri = switchboard_core::url::http("--gateway", url).map_err(Error::Config)?;
+    let uri = switchboard_core::url::http("--gateway", url).map_err(Error::config)?;
     Ok(Endpoint::from(uri))
 }
 
@@ -312,7 +363,7 @@ mod tests {
         assert!(Client::new(id, &Target::new(vec!["http://127.0.0.1:1".into()]), None).is_ok());
         for bad in ["127.0.0.1:25051", "ftp://127.0.0.1:25051", "localhost"] {
             let err = Client::new(id, &Target::new(vec![bad.into()]), None).err();
-            assert!(matches!(err, Some(Error::Config(ref m)) if m.contains("http://")), "{bad}");
+            assert!(matches!(err, Some(Error::Config(ref m)) if m.0.contains("http://")), "{bad}");
         }
     }
 }

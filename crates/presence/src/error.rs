@@ -5,8 +5,8 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A flag or argument is unusable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration")]
+    Config(#[from] switchboard_core::ConfigError),
     /// The bus refused an operation.
     #[error("bus: {0}")]
     Bus(#[from] switchboard_bus::Error),
@@ -37,6 +37,13 @@ pub enum Error {
     /// A benchmark child process misbehaved.
     #[error("bench: {0}")]
     Bench(String),
+}
+
+impl Error {
+    /// A configuration error saying `message` (exit 64).
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config(switchboard_core::ConfigError::new(message))
+    }
 }
 
 /// Result alias for this crate.

@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tracing::Instrument as _;
 
+use crate::auth::{CLIENT_TOKEN_HEADER, ClientAuth};
 use crate::proto::gateway_server::{Gateway, GatewayServer};
 use crate::proto::{Ping, Pong};
 use crate::{Error, Result};
@@ -80,6 +81,14 @@ pub struct GatewayArgs {
     /// Phases the ping interval is split into, to spread writes over the second.
     #[arg(long, env = "SWITCHBOARD_PING_SLOTS", default_value_t = 20)]
     pub ping_slots: usize,
+    /// Admit only clients whose `client-token` metadata is HMAC-SHA256(this key, client-id)
+    /// (mint one with `switchboard presence token`); at least 16 bytes. Prefer the env var:
+    /// flags show in `ps`.
+    #[arg(long, env = "SWITCHBOARD_CLIENT_AUTH_KEY", hide_env_values = true)]
+    pub client_auth_key: Option<String>,
+    /// TLS of the gRPC listener.
+    #[command(flatten)]
+    pub tls: switchboard_core::tls::TlsArgs,
 }
 
 impl Default for GatewayArgs {
@@ -96,6 +105,8 @@ impl Default for GatewayArgs {
             report_queue: 65_536,
             stream_window: 4_096,
             ping_slots: 20,
+            client_auth_key: None,
+            tls: switchboard_core::tls::TlsArgs::default(),
         }
     }
 }
@@ -140,8 +151,10 @@ impl Running {
 /// The address cannot be bound, or the configuration is unusable.
 pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
     if args.batch_max == 0 || args.report_queue == 0 || args.ping_interval.is_zero() {
-        return Err(Error::Config("batch-max, report-queue and ping-interval must be > 0".into()));
+        return Err(Error::config("--batch-max, --report-queue and --ping-interval must be > 0"));
     }
+    let auth = args.client_auth_key.as_deref().map(ClientAuth::new).transpose()?;
+    let tls = crate::tls::server(&args.tls)?;
     bus.ensure_stream(&crate::report::stream_config()).await?;
     let (listener, addr) = switchboard_core::admin::bind(args.listen).await?;
     let gateway_id = args.gateway_id.clone().unwrap_or_else(|| {
@@ -170,6 +183,7 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
         clock: Arc::new(SystemClock),
         timeout: args.client_timeout,
         slots: slots.clone(),
+        auth,
         metrics: Arc::new(SessionMetrics::new()),
         ctx: ctx.clone(),
     };
@@ -177,7 +191,11 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
     let window = args.stream_window.max(1024);
     let max_streams =
         u32::try_from(args.max_clients.saturating_add(STREAM_HEADROOM)).unwrap_or(u32::MAX);
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .initial_stream_window_size(window)
         .initial_connection_window_size(CONNECTION_WINDOW.max(window))
         .max_concurrent_streams(max_streams)
@@ -212,6 +230,8 @@ struct GatewayService {
     clock: Arc<dyn Clock>,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    /// With `--client-auth-key`: the check of each client's token.
+    auth: Option<ClientAuth>,
     metrics: Arc<SessionMetrics>,
     ctx: Ctx,
 }
@@ -227,6 +247,15 @@ impl Gateway for GatewayService {
         request: tonic::Request<tonic::Streaming<Pong>>,
     ) -> Result<tonic::Response<PingStream>, tonic::Status> {
         let client = client_id(request.metadata())?;
+        if let Some(auth) = &self.auth {
+            let token = request.metadata().get(CLIENT_TOKEN_HEADER).and_then(|t| t.to_str().ok());
+            if !token.is_some_and(|t| auth.verify(uuid::Uuid::from_u128(client), t)) {
+                metrics::counter!("presence_gateway_unauthenticated_total").increment(1);
+                return Err(tonic::Status::unauthenticated(
+                    "missing or wrong `client-token` for this `client-id`",
+                ));
+            }
+        }
         if self.ctx.shutdown.is_cancelled() {
             return Err(tonic::Status::unavailable("gateway draining; reconnect"));
         }

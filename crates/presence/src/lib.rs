@@ -9,12 +9,14 @@
 //! * `status` — consumes reports into the `window`, answers StatusReader, snapshots to the store.
 //! * `window` — exact unique-users-in-the-last-N-seconds with per-second buckets (O(1) reads).
 //! * `client` / `clients` — one client with reconnect/failover; many simulated ones.
+//! * `auth` — client tokens (HMAC of the client id); `tls` — TLS of listeners and clients.
 //! * `jitter` — the Ping-interval histogram clients keep; `bench` — `switchboard bench presence`.
 //! * `trace` — W3C trace context carried client → gateway → bus → status; `codec` — prost with
 //!   small per-stream buffers.
 //! * `demo` — everything in one process (embedded mode and `switchboard demo`).
 #![forbid(unsafe_code)]
 
+mod auth;
 mod bench;
 mod client;
 mod clients;
@@ -26,6 +28,7 @@ mod jitter;
 pub mod proto;
 mod report;
 mod status;
+mod tls;
 mod trace;
 mod window;
 
@@ -33,13 +36,15 @@ use switchboard_bus::Bus;
 use switchboard_core::{Ctx, Endpoint};
 use switchboard_store::Store;
 
+pub use auth::ClientAuth;
 pub use bench::BenchArgs;
 pub use client::{Client, ClientArgs, Target};
 pub use clients::{ClientsArgs, spawn as spawn_clients};
 pub use error::{Error, Result};
 pub use gateway::{GatewayArgs, Running as RunningGateway, start as start_gateway};
 pub use jitter::{Jitter, JitterSummary};
-pub use status::{StatusArgs, fetch_online, start as start_status};
+pub use status::{StatusArgs, fetch_online, fetch_online_with, start as start_status};
+pub use tls::ClientTls;
 pub use window::{LastSeen, Recorded};
 
 /// Roles of this service.
@@ -57,6 +62,19 @@ pub enum Command {
     Clients(ClientsArgs),
     /// Asks a status service for the online count and prints it (StatusReader, one call).
     Online(OnlineArgs),
+    /// Prints the `client-token` of a client id under a gateway's --client-auth-key.
+    Token(TokenArgs),
+}
+
+/// `switchboard presence token` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// The gateways' --client-auth-key.
+    #[arg(long, env = "SWITCHBOARD_CLIENT_AUTH_KEY", hide_env_values = true)]
+    pub client_auth_key: String,
+    /// The client id the token is for.
+    #[arg(long, env = "SWITCHBOARD_ID")]
+    pub id: uuid::Uuid,
 }
 
 /// `switchboard presence online` flags.
@@ -65,6 +83,9 @@ pub struct OnlineArgs {
     /// StatusReader URL of a status service.
     #[arg(long, env = "SWITCHBOARD_STATUS", default_value = "http://127.0.0.1:50052")]
     pub status: String,
+    /// TLS for an `https://` status service.
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 /// `switchboard presence all` flags: the gateway's and the status service's.
@@ -111,9 +132,12 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
         Command::Client(args) => client::run(args, ctx).await,
         Command::Clients(args) => clients::run(args, ctx).await,
         Command::Online(args) => {
-            switchboard_core::url::http("--status", &args.status).map_err(Error::Config)?;
-            let online = status::fetch_online(&args.status).await?;
+            let online = status::fetch_online_with(&args.status, &args.tls).await?;
             println!("{online}");
+            Ok(())
+        }
+        Command::Token(args) => {
+            println!("{}", ClientAuth::new(&args.client_auth_key)?.token(args.id));
             Ok(())
         }
     }

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::proto::status_reader_server::{StatusReader, StatusReaderServer};
 use crate::proto::{FetchOnlineUsersInLast3MinsRequest, FetchOnlineUsersInLast3MinsResponse};
 use crate::report::STREAM;
+use crate::tls::ClientTls;
 use crate::window::LastSeen;
 use crate::{Error, Result};
 use ingest::{Ingest, lock};
@@ -46,6 +47,9 @@ pub struct StatusArgs {
     /// Time between snapshots to the store; bus messages are acknowledged after each.
     #[arg(long, env = "SWITCHBOARD_SNAPSHOT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub snapshot_interval: Duration,
+    /// TLS of the StatusReader listener.
+    #[command(flatten)]
+    pub tls: switchboard_core::tls::TlsArgs,
 }
 
 impl StatusArgs {
@@ -57,6 +61,7 @@ impl StatusArgs {
             store: store.into(),
             replica_id: "status-0".into(),
             snapshot_interval: Duration::from_secs(2),
+            tls: switchboard_core::tls::TlsArgs::default(),
         }
     }
 }
@@ -87,8 +92,9 @@ pub async fn start(
     ctx: Ctx,
 ) -> Result<SocketAddr> {
     if args.snapshot_interval.is_zero() || args.replica_id.is_empty() {
-        return Err(Error::Config("snapshot-interval must be > 0 and replica-id non-empty".into()));
+        return Err(Error::config("--snapshot-interval must be > 0 and --replica-id non-empty"));
     }
+    let tls = crate::tls::server(&args.tls)?;
     ctx.health.register("presence-status-ingest");
     snapshot::migrate(&store).await?;
     let mut window = LastSeen::new(WINDOW_SECS);
@@ -128,7 +134,11 @@ pub async fn start(
     ctx.spawn(ingest.run(consumer, ctx.shutdown.clone()));
 
     let (listener, addr) = switchboard_core::admin::bind(args.listen).await?;
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .add_service(StatusReaderServer::new(Reader { window, clock }))
         .add_service(crate::proto::reflection()?);
     let shutdown = ctx.shutdown.clone();
@@ -169,8 +179,18 @@ impl StatusReader for Reader {
 /// # Errors
 /// The service is unreachable or answers with an error.
 pub async fn fetch_online(url: &str) -> Result<u64> {
+    fetch_online_with(url, &ClientTls::default()).await
+}
+
+/// [`fetch_online`] over TLS when `url` is `https://`.
+///
+/// # Errors
+/// A bad URL or TLS file, the service is unreachable or answers with an error.
+pub async fn fetch_online_with(url: &str, tls: &ClientTls) -> Result<u64> {
+    let uri = switchboard_core::url::http("--status", url).map_err(Error::config)?;
+    let endpoint = tls.apply("--status", tonic::transport::Endpoint::from(uri))?;
     let mut client =
-        crate::proto::status_reader_client::StatusReaderClient::connect(url.to_owned()).await?;
+        crate::proto::status_reader_client::StatusReaderClient::new(endpoint.connect().await?);
     let res =
         client.fetch_online_users_in_last3_mins(FetchOnlineUsersInLast3MinsRequest {}).await?;
     Ok(res.into_inner().online_users)

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 /// Store error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The URL scheme is neither `sqlite:` nor `postgres:`.
-    #[error("unsupported store url {0:?} (expected sqlite://path or postgres://…)")]
-    UnsupportedUrl(String),
+    /// The URL scheme is neither `sqlite:` nor `postgres:` (a configuration error).
+    #[error("unsupported store url")]
+    UnsupportedUrl(#[source] switchboard_core::ConfigError),
     /// The database could not be opened or reached.
     #[error("cannot connect to {url}: {source}")]
     Connect {

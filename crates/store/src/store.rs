@@ -89,7 +89,8 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Self::connect_postgres(url, wait).await?
         } else {
-            return Err(Error::UnsupportedUrl(redact(url)));
+            let why = format!("{:?} (expected sqlite://path or postgres://…)", redact(url));
+            return Err(Error::UnsupportedUrl(switchboard_core::ConfigError::new(why)));
         };
         store.migrate(&CORE_SQLITE, &CORE_POSTGRES).await?;
         tracing::info!(url = %redact(url), backend = ?store.backend(), "store connected");

@@ -317,7 +317,7 @@ conformance!(
 async fn unknown_scheme_is_refused_without_leaking_the_password() {
     let err = Store::connect("mysql://admin:hunter2@db/app").await.unwrap_err();
     assert!(matches!(err, Error::UnsupportedUrl(_)), "{err:?}");
-    let msg = err.to_string();
+    let msg = switchboard_core::describe_error(&err);
     assert!(
         msg.contains("unsupported store url") && msg.contains("mysql://admin:***@db/app"),
         "{msg}"

@@ -197,33 +197,7 @@ fn describe(err: &anyhow::Error) -> String {
 
 /// Whether `err` is a configuration mistake (bad URL, out-of-range value): exit 64, not 1.
 fn is_config_error(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<switchboard_core::Error>(),
-            Some(switchboard_core::Error::Tls(_))
-        ) || matches!(
-            cause.downcast_ref::<switchboard_bus::Error>(),
-            Some(switchboard_bus::Error::UnsupportedUrl(_) | switchboard_bus::Error::Config(_))
-        ) || matches!(
-            cause.downcast_ref::<switchboard_store::Error>(),
-            Some(switchboard_store::Error::UnsupportedUrl(_))
-        ) || matches!(
-            cause.downcast_ref::<switchboard_aggregator::Error>(),
-            Some(switchboard_aggregator::Error::Config(_))
-        ) || matches!(
-            cause.downcast_ref::<switchboard_presence::Error>(),
-            Some(switchboard_presence::Error::Config(_))
-        ) || matches!(
-            cause.downcast_ref::<switchboard_jobproxy::Error>(),
-            Some(switchboard_jobproxy::Error::Config(_))
-        ) || matches!(
-            cause.downcast_ref::<switchboard_control::Error>(),
-            Some(switchboard_control::Error::Config(_))
-        ) || matches!(
-            cause.downcast_ref::<switchboard_tracker::Error>(),
-            Some(switchboard_tracker::Error::Config(_))
-        )
-    })
+    err.chain().any(|cause| cause.is::<switchboard_core::ConfigError>())
 }
 
 /// Whether `command` is a benchmark run (not the reference server a benchmark starts as a

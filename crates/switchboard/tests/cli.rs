@@ -11,6 +11,7 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use switchboard_testkit::free_port;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -320,6 +321,70 @@ async fn every_flag_of_every_command_has_its_env_var_and_a_description() {
     }
     assert!(checked >= 10, "the walk found only {checked} flags: is the help format different?");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every numeric, duration and URL flag of every command, given an unusable value, is refused
+/// with exit 64 and one `error:` line naming the problem (a URL's password never shown); the
+/// refusal comes before the role serves anything. Walks the command tree through `--help`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_numeric_and_url_flag_refuses_a_bad_value_with_exit_64() {
+    const SECRET: &str = "planted-secret";
+    let bad_url = format!("natz://user:{SECRET}@127.0.0.1:1");
+    let mut cases: Vec<(Vec<String>, String, String)> = Vec::new();
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = stdout(&run(&args).await);
+        for (flag, body) in option_blocks(&help) {
+            let default = body.split("[default: ").nth(1).and_then(|d| d.split(']').next());
+            let value = match default {
+                // Not for the global flags: they are checked with every role.
+                _ if path.is_empty() => continue,
+                Some(d) if d.contains("://") => bad_url.clone(),
+                Some(d) if d.split(',').all(|n| n.parse::<f64>().is_ok()) => "many".to_owned(),
+                Some(d) if humantime::parse_duration(d).is_ok() => "soon".to_owned(),
+                _ => continue,
+            };
+            cases.push((path.clone(), flag, value));
+        }
+        pending.extend(subcommands(&help).into_iter().map(|sub| {
+            let mut deeper = path.clone();
+            deeper.push(sub);
+            deeper
+        }));
+    }
+    assert!(cases.len() >= 50, "the walk found only {} flags", cases.len());
+    let urls = cases.iter().filter(|c| c.2 == bad_url).count();
+    assert!(urls >= 10, "the walk found only {urls} URL flags");
+
+    let problems: Vec<String> = futures::stream::iter(cases)
+        .map(|(path, flag, value)| async move {
+            let mut args = vec!["--admin-addr".to_owned(), "127.0.0.1:0".to_owned()];
+            args.extend(path);
+            args.extend([format!("--{flag}"), value]);
+            let run = switchboard().args(&args).output();
+            let Ok(out) = tokio::time::timeout(Duration::from_secs(30), run).await else {
+                return Some(format!("{args:?}: still running after 30 s"));
+            };
+            let out = out.expect("run switchboard");
+            let err = stderr(&out);
+            let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+            if out.status.code() != Some(64) {
+                Some(format!("{args:?}: exit {:?}\n{err}", out.status.code()))
+            } else if errors.len() != 1 {
+                Some(format!("{args:?}: {} error lines\n{err}", errors.len()))
+            } else if err.contains(SECRET) || stdout(&out).contains(SECRET) {
+                Some(format!("{args:?}: printed the password\n{err}"))
+            } else {
+                None
+            }
+        })
+        .buffer_unordered(4)
+        .filter_map(|p| async move { p })
+        .collect()
+        .await;
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
 /// `(flag, text below it)` for each `--flag` of a long `--help`, except help/version. Flag

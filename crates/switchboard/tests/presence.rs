@@ -341,3 +341,99 @@ async fn streams_past_max_clients_on_one_connection_are_refused_not_stalled() {
     assert!(clients.terminate().success());
     assert!(gateway.terminate().success());
 }
+
+/// TLS and client tokens on real processes: a gateway with a server certificate and
+/// `--client-auth-key` admits only clients that trust its CA and present their own token; the
+/// status service answers over TLS. Clients without a token, with tokens of another key, or
+/// speaking plaintext are refused and never counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_client_tokens_admit_only_clients_that_hold_them() {
+    const KEY: &str = "presence-test-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    switchboard_testkit::make_certs(dir.path());
+    let pem = |name: &str| dir.path().join(name).display().to_string();
+    let (ca, cert, key) = (pem("ca.pem"), pem("server.pem"), pem("server.key"));
+    let nats = switchboard_testkit::NatsServer::start();
+    let store = format!("sqlite://{}", dir.path().join("presence.db").display());
+    let (gw, st) = (free_port(), free_port());
+    let tls = ["--tls-cert", &cert, "--tls-key", &key];
+    let gw_listen = format!("127.0.0.1:{gw}");
+    let mut gateway_args = vec!["presence", "gateway", "--listen", &gw_listen, "--bus", &nats.url];
+    gateway_args.extend(tls);
+    gateway_args.extend(["--client-auth-key", KEY]);
+    let gateway = Proc::spawn(&gateway_args);
+    let st_listen = format!("127.0.0.1:{st}");
+    let mut status_args =
+        vec!["presence", "status", "--listen", &st_listen, "--bus", &nats.url, "--store", &store];
+    status_args.extend(tls);
+    let status = Proc::spawn(&status_args);
+    gateway.ready().await;
+    status.ready().await;
+
+    let https = format!("https://127.0.0.1:{gw}");
+    let clients = |count: &str, extra: &[&str]| {
+        let mut args = vec!["presence", "clients", "--count", count, "--gateway", &https];
+        args.extend(["--tls-ca", &ca, "--max-backoff", "300ms"]);
+        args.extend_from_slice(extra);
+        Proc::spawn(&args)
+    };
+    let good = clients("5", &["--client-auth-key", KEY]);
+    let no_token = clients("3", &[]);
+    let other_key = clients("3", &["--client-auth-key", "some-other-key-0123456789"]);
+    let plaintext = Proc::spawn(&[
+        "presence",
+        "clients",
+        "--count",
+        "2",
+        "--gateway",
+        &format!("http://127.0.0.1:{gw}"),
+    ]);
+    // One more client, with a token minted for its id by `presence token`.
+    let id = "6f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+    let minted = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["presence", "token", "--client-auth-key", KEY, "--id", id])
+        .output()
+        .expect("presence token");
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let single = Proc::spawn(&[
+        "presence",
+        "client",
+        "--id",
+        id,
+        "--client-token",
+        &token,
+        "--gateway",
+        &https,
+        "--tls-ca",
+        &ca,
+    ]);
+
+    let status_tls = switchboard_presence::ClientTls {
+        tls_ca: Some(ca.clone().into()),
+        ..switchboard_presence::ClientTls::default()
+    };
+    let status_url = format!("https://127.0.0.1:{st}");
+    let online_tls = || async {
+        switchboard_presence::fetch_online_with(&status_url, &status_tls)
+            .await
+            .map_or(-1.0, |n| n as f64)
+    };
+    eventually("online users over TLS", 6.0, Duration::from_secs(30), online_tls).await;
+    eventually("refused clients keep being refused", 1.0, Duration::from_secs(10), || async {
+        f64::from(u8::from(gateway.gauge("presence_gateway_unauthenticated_total").await >= 6.0))
+    })
+    .await;
+    assert_eq!(gateway.gauge("presence_gateway_sessions").await, 6.0);
+    assert_eq!(plaintext.gauge("presence_clients_connected").await, 0.0);
+    // Plaintext to the status service is refused too.
+    assert!(fetch_online(&format!("http://127.0.0.1:{st}")).await.is_err());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(online_tls().await, 6.0, "nobody else was counted");
+
+    for p in [good, no_token, other_key, plaintext, single] {
+        assert!(p.terminate().success());
+    }
+    assert!(gateway.terminate().success());
+    assert!(status.terminate().success());
+}

@@ -47,8 +47,8 @@ struct Load {
 /// A phase cannot start or does not finish within `--timeout`.
 pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     if args.batch == 0 || args.concurrency == 0 || args.events < args.batch {
-        return Err(Error::Config(
-            "--batch and --concurrency must be positive, --events ≥ --batch".into(),
+        return Err(Error::config(
+            "--batch and --concurrency must be positive, --events ≥ --batch",
         ));
     }
     let mut generator = Generator::new(42);

@@ -25,8 +25,8 @@ pub enum Error {
     #[error("{0}")]
     Core(#[from] switchboard_core::Error),
     /// Invalid flags.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration")]
+    Config(#[from] switchboard_core::ConfigError),
     /// A worker's batch did not finish within its ack wait (store unreachable or stuck); it
     /// was abandoned and is redelivered.
     #[error("batch not finished within the ack wait ({0:?}); abandoned, it is redelivered")]
@@ -37,6 +37,13 @@ pub enum Error {
     /// The benchmark could not complete.
     #[error("benchmark: {0}")]
     Bench(String),
+}
+
+impl Error {
+    /// A configuration error saying `message` (exit 64).
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config(switchboard_core::ConfigError::new(message))
+    }
 }
 
 /// Result alias for this crate.

@@ -52,8 +52,8 @@ pub async fn start_collector(
     ctx: &Ctx,
 ) -> Result<SocketAddr> {
     if args.max_body_bytes == 0 || args.max_batch_events == 0 || args.queue_capacity == 0 {
-        return Err(Error::Config(
-            "--max-body-bytes, --max-batch-events and --queue-capacity must be positive".into(),
+        return Err(Error::config(
+            "--max-body-bytes, --max-batch-events and --queue-capacity must be positive",
         ));
     }
     sink.prepare().await?;
@@ -118,7 +118,7 @@ async fn serve(
 /// Invalid flags.
 pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig> {
     if args.batch_entries == 0 {
-        return Err(Error::Config("--batch-entries must be positive".into()));
+        return Err(Error::config("--batch-entries must be positive"));
     }
     Ok(WorkerConfig {
         batch_entries: args.batch_entries,

@@ -85,7 +85,7 @@ pub(crate) struct MemoryAcker {
 fn validate(cfg: &ConsumerConfig, st: &StreamState) -> Result<()> {
     match &cfg.filter_subject {
         Some(filter) if !st.cfg.subjects.iter().any(|s| overlaps(s, filter)) => {
-            Err(Error::Config(format!(
+            Err(Error::config(format!(
                 "consumer {}: filter {filter:?} matches no subject of stream {}",
                 cfg.durable, st.cfg.name
             )))
@@ -107,7 +107,7 @@ impl MemoryConsumer {
             validate(cfg, st)?;
             match st.consumers.get_mut(&cfg.durable) {
                 Some(existing) if existing.cfg.filter_subject != cfg.filter_subject => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "consumer {} exists with filter {:?}",
                         cfg.durable, existing.cfg.filter_subject
                     )));

@@ -59,7 +59,7 @@ impl NatsConsumer {
             _ => engine(&format!("looking up stream {stream}"), e),
         })?;
         let refused = |e: &dyn std::fmt::Display| {
-            Error::Config(format!("consumer {} on {stream}: {e}", cfg.durable))
+            Error::config(format!("consumer {} on {stream}: {e}", cfg.durable))
         };
         let filter = cfg.filter_subject.clone().unwrap_or_default();
         let max_ack_pending = i64::try_from(cfg.max_ack_pending).unwrap_or(i64::MAX);
@@ -205,7 +205,7 @@ fn deliver_policy(from: DeliverFrom) -> Result<DeliverPolicy> {
         DeliverFrom::New => DeliverPolicy::New,
         DeliverFrom::Time(ms) => DeliverPolicy::ByStartTime {
             start_time: async_nats::datetime::from_nanos(i128::from(ms) * 1_000_000)
-                .map_err(|e| Error::Config(format!("deliver_from time {ms}: {e}")))?,
+                .map_err(|e| Error::config(format!("deliver_from time {ms}: {e}")))?,
         },
     })
 }
