@@ -2,9 +2,11 @@
 //! allocation.
 //!
 //! A frame is classified by its first non-whitespace byte: `[` is an association list,
-//! `{` is one message. Messages are the hot path: they are deserialized from the borrowed
-//! frame text straight into 128-bit keys, so no `String` is built per message (serde_json on
-//! borrowed `&str` measured faster than simd-json on ~150-byte frames). Association lists are
+//! `{` is one message. Messages are the hot path: the common compact shape is read by a
+//! hand-written scanner ([`scan`]) that takes only frames serde_json would accept with the same
+//! ids; every other message frame is deserialized by serde_json from the borrowed text straight
+//! into 128-bit keys. Either way no `String` is built per message (serde_json on borrowed `&str`
+//! measured faster than simd-json on ~150-byte frames). Association lists are
 //! rare but can be large (up to `--max-children` entries, ~100 MB): the list is checked once
 //! without allocating, then walked entry by entry straight into the caller, so no second copy
 //! of it (a `Vec` of entries or pairs) is ever built. One bad entry is skipped and counted
@@ -17,6 +19,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+mod scan;
 
 /// A service id (parent or child) as its 128-bit UUID value.
 pub(crate) type Id = u128;
@@ -111,8 +115,11 @@ pub(crate) fn parse<'a>(text: &'a str, limits: &FrameLimits) -> Result<Frame<'a>
             if text.len() > limits.message_bytes {
                 return Err(FrameError::Oversized(text.len()));
             }
-            let m: MessageWire = serde_json::from_str(text)?;
-            Ok(Frame::Message { source: m.source.0, destination: m.destination.0 })
+            let (source, destination) = match scan::message(text) {
+                Some(ids) => ids,
+                None => message_by_serde(text)?,
+            };
+            Ok(Frame::Message { source, destination })
         }
         Some(b'[') => {
             if text.len() > limits.association_bytes {
@@ -124,6 +131,13 @@ pub(crate) fn parse<'a>(text: &'a str, limits: &FrameLimits) -> Result<Frame<'a>
         }
         Some(b) => Err(FrameError::UnknownKind(char::from(b))),
     }
+}
+
+/// A message frame's `(source, destination)` through serde_json: everything the scanner
+/// declines, and the reference it is tested against.
+fn message_by_serde(text: &str) -> Result<(Id, Id), serde_json::Error> {
+    let m: MessageWire = serde_json::from_str(text)?;
+    Ok((m.source.0, m.destination.0))
 }
 
 /// An association list known to be a JSON array; its entries are read by
