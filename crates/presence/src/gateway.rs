@@ -204,7 +204,8 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(GatewayServer::new(service))
-        .add_service(reflection);
+        .add_service(reflection)
+        .add_service(crate::proto::reflection_v1alpha()?);
     let incoming = TcpListenerStream::new(listener);
     let shutdown = ctx.shutdown.clone();
     let health = ctx.health.clone();

@@ -14,7 +14,8 @@ impl Status {
     }
 }
 
-/// The gRPC reflection service for `presence.proto` (gateway and status both serve it).
+/// The gRPC reflection service for `presence.proto` (gateway and status both serve it, next to
+/// [`reflection_v1alpha`]).
 ///
 /// # Errors
 /// The embedded descriptor set does not decode (a build problem).
@@ -27,4 +28,20 @@ pub fn reflection() -> Result<
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .build_v1()
+}
+
+/// The same reflection under the older `v1alpha` name, which older grpcurl, Postman and Evans
+/// ask for exclusively.
+///
+/// # Errors
+/// The embedded descriptor set does not decode (a build problem).
+pub fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+        .build_v1alpha()
 }

@@ -140,7 +140,8 @@ pub async fn start(
     }
     let server = builder
         .add_service(StatusReaderServer::new(Reader { window, clock }))
-        .add_service(crate::proto::reflection()?);
+        .add_service(crate::proto::reflection()?)
+        .add_service(crate::proto::reflection_v1alpha()?);
     let shutdown = ctx.shutdown.clone();
     let health = ctx.health.clone();
     health.set_ready("presence-status-reader", true);

@@ -221,26 +221,32 @@ async fn a_new_replica_rebuilds_the_window_from_the_stream_alone() {
     assert!(second.drain(Duration::from_secs(5)).await);
 }
 
-/// Service names a gRPC server lists through reflection (what `grpcurl list` prints).
-async fn reflected_services(url: &str) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap();
-    let mut client = ServerReflectionClient::new(channel.connect().await.unwrap());
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers =
-        client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
-    match answers.message().await.unwrap().and_then(|r| r.message_response) {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
+/// Service names a gRPC server lists through reflection (what `grpcurl list` prints), asked
+/// under the `v1` name or, as older tools do, the `v1alpha` one.
+macro_rules! reflected_services {
+    ($version:ident, $url:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Endpoint::from_shared($url.to_owned()).unwrap();
+        let mut client = ServerReflectionClient::new(channel.connect().await.unwrap());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        match answers.message().await.unwrap().and_then(|r| r.message_response) {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+            }
+            other => panic!("unexpected reflection answer {other:?}"),
         }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
+    }};
 }
 
 #[tokio::test]
@@ -249,9 +255,10 @@ async fn gateway_and_status_serve_reflection() {
     let s = setup(&gateway_ctx).await;
     let status_url = s.status(Arc::new(SystemClock), &status_ctx).await;
     for url in [&s.gateway_url, &status_url] {
-        let services = reflected_services(url).await;
-        assert!(services.iter().any(|n| n == "tenten.interview.Gateway"), "{services:?}");
-        assert!(services.iter().any(|n| n == "tenten.interview.StatusReader"), "{services:?}");
+        for services in [reflected_services!(v1, url), reflected_services!(v1alpha, url)] {
+            assert!(services.iter().any(|n| n == "tenten.interview.Gateway"), "{services:?}");
+            assert!(services.iter().any(|n| n == "tenten.interview.StatusReader"), "{services:?}");
+        }
     }
     assert!(status_ctx.drain(Duration::from_secs(5)).await);
     assert!(gateway_ctx.drain(Duration::from_secs(5)).await);
