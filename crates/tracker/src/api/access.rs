@@ -36,17 +36,16 @@ pub(super) async fn check(State(s): State<ApiState>, req: Request, next: Next) -
     let page = matches!(req.uri().path(), "/" | "/dashboard");
     if page {
         let query = req.uri().query().unwrap_or("");
-        let given = query.split('&').find_map(|kv| kv.strip_prefix("token="));
-        if let Some(given) = given {
-            let given = percent_decode(given);
-            if token_matches(&given, expected) {
-                let cookie = format!("{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/");
-                let mut res = Redirect::to(req.uri().path()).into_response();
-                if let Ok(v) = cookie.parse() {
-                    res.headers_mut().insert(header::SET_COOKIE, v);
-                }
-                return res;
+        let given = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "token");
+        if let Some((_, given)) = given
+            && token_matches(&given, expected)
+        {
+            let cookie = format!("{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/");
+            let mut res = Redirect::to(req.uri().path()).into_response();
+            if let Ok(v) = cookie.parse() {
+                res.headers_mut().insert(header::SET_COOKIE, v);
             }
+            return res;
         }
     }
     metrics::counter!("tracker_api_auth_failures_total").increment(1);
@@ -74,45 +73,4 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
             .flat_map(|v| v.split(';'))
             .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
     })
-}
-
-/// `%XX` and `+` of a form-encoded query value (bad escapes are kept as they are).
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn form_values_are_decoded() {
-        assert_eq!(percent_decode("a%2Bb+c%3d"), "a+b c=");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%é"), "%zz%é");
-    }
 }

@@ -168,6 +168,9 @@ async fn the_api_token_guards_reports_dashboard_and_audit() {
     let html = page.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&html).contains("name=\"token\""), "a form asks for it");
     assert_eq!(get_with(&app, "/?token=nope", None).await.status(), StatusCode::UNAUTHORIZED);
+    // The login form submits the token form-encoded, among other fields.
+    let encoded = get_with(&app, "/?x=1&token=t0ken%2D123", None).await;
+    assert_eq!(encoded.status(), StatusCode::SEE_OTHER);
     let login = get_with(&app, "/?token=t0ken-123", None).await;
     assert_eq!(login.status(), StatusCode::SEE_OTHER);
     assert_eq!(login.headers()[header::LOCATION], "/", "the token leaves the address bar");
