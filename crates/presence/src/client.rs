@@ -83,7 +83,9 @@ pub async fn run(args: ClientArgs, ctx: Ctx) -> Result<()> {
     let id = args.id.unwrap_or_else(uuid::Uuid::new_v4);
     let mut client =
         Client::new(id, &args.target, None)?.with_health(&ctx.health, "presence-client");
-    client.token = args.client_token.map(Token::Given);
+    if let Some(token) = args.client_token {
+        client.token = Some(Token::Given(token));
+    }
     tracing::info!(client_id = %id, gateways = ?args.target.gateways, "presence client starting");
     client.run(0, ctx.shutdown.clone()).await;
     Ok(())
