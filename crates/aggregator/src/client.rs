@@ -118,10 +118,9 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
     }
     // Validate the URL once, up front: a typo is a startup error, not an endless retry.
     switchboard_core::url::websocket("--server", &args.server).map_err(Error::config)?;
-    args.server
-        .as_str()
-        .into_client_request()
-        .map_err(|e| Error::config(format!("--server {}: {e}", args.server)))?;
+    args.server.as_str().into_client_request().map_err(|e| {
+        Error::config(format!("--server {}: {e}", switchboard_core::redact::url(&args.server)))
+    })?;
 
     let outbox = Arc::new(Outbox::new(args.max_queued_reports));
     let schedule = Schedule::new(args.interval, clock);
