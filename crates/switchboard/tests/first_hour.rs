@@ -366,7 +366,7 @@ async fn bench_prints_progress_and_stops_at_once_on_sigint_with_130() {
     let mut bench = switchboard(dir.path());
     bench.args(["--grace", "30s", "bench", "aggregator", "--duration", "60s"]);
     let mut bench = Running::spawn(bench);
-    bench.wait_for_log(&["run 1 of 2"], FAIL_FAST).await;
+    bench.wait_for_log(&["run 1 of 3"], FAIL_FAST).await;
     let pid = bench.child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
     let within = Duration::from_secs(5);
