@@ -43,17 +43,20 @@ impl ClientAuth {
 
     /// The token of `client` (lower-case hex).
     pub fn token(&self, client: uuid::Uuid) -> String {
-        let mut mac = self.key.clone();
-        mac.update(client.hyphenated().to_string().as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        hex::encode(self.mac(client).finalize().into_bytes())
     }
 
     /// Whether `token` is `client`'s (compared in constant time).
     pub fn verify(&self, client: uuid::Uuid, token: &str) -> bool {
         let Ok(bytes) = hex::decode(token.trim()) else { return false };
+        self.mac(client).verify_slice(&bytes).is_ok()
+    }
+
+    /// The MAC over `client`'s canonical (hyphenated, lower-case) id.
+    fn mac(&self, client: uuid::Uuid) -> Hmac<Sha256> {
         let mut mac = self.key.clone();
         mac.update(client.hyphenated().to_string().as_bytes());
-        mac.verify_slice(&bytes).is_ok()
+        mac
     }
 }
 

@@ -197,7 +197,7 @@ fn describe(err: &anyhow::Error) -> String {
 
 /// Whether `err` is a configuration mistake (bad URL, out-of-range value): exit 64, not 1.
 fn is_config_error(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| cause.is::<switchboard_core::ConfigError>())
+    switchboard_core::ConfigError::in_chain(err.as_ref())
 }
 
 /// Whether `command` is a benchmark run (not the reference server a benchmark starts as a
