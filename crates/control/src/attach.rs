@@ -34,6 +34,8 @@ pub struct Gate {
     pub max_agents: usize,
     /// Messages per second accepted from one agent; an agent above it is disconnected.
     pub reply_rate: f64,
+    /// A connection without an attached agent (or any call) is closed after this long.
+    pub idle_timeout: Duration,
     /// TLS (and, with a client CA, mutual TLS); `None` serves plaintext.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
@@ -62,7 +64,13 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
         tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
     let max = crate::op::MAX_WIRE_BYTES;
-    let max_conns = gate.max_agents.saturating_add(crate::listener::SPARE_CONNECTIONS);
+    // Connections beyond `--max-agents` for peers still authenticating or refused: the cap
+    // applies before any token check, so unauthenticated peers cannot hold descriptors.
+    let limits = switchboard_core::grpc::Limits::new(
+        gate.idle_timeout,
+        gate.max_agents.saturating_add(SPARE_CONNECTIONS),
+        "control",
+    );
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = gate.tls.clone() {
         builder = builder.tls_config(tls)?;
@@ -78,6 +86,7 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(4)
+        .layer(switchboard_core::grpc::StreamCountLayer)
         .add_service(
             ControlServer::new(service)
                 .max_decoding_message_size(max)
@@ -85,7 +94,7 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
         );
     let shutdown = ctx.shutdown.clone();
     ctx.spawn(async move {
-        let incoming = crate::listener::incoming(listener, max_conns);
+        let incoming = switchboard_core::grpc::incoming(listener, limits, "control");
         if let Err(e) =
             server.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         {
@@ -95,6 +104,9 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
     tracing::info!(listen = %local, "control console accepting agents");
     Ok(local)
 }
+
+/// Connections beyond `--max-agents` allowed for peers still authenticating or refused.
+const SPARE_CONNECTIONS: usize = 64;
 
 struct ControlService {
     gate: Arc<Gate>,
@@ -129,7 +141,7 @@ impl Control for ControlService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<CommandStream>, Status> {
-        let peer = request.remote_addr();
+        let peer = switchboard_core::grpc::remote_addr(&request);
         if let Err(s) = self.authenticate(request.metadata()) {
             tracing::warn!(?peer, "agent refused: missing or wrong token");
             return Err(s);

@@ -103,8 +103,13 @@ pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
 async fn measure(args: &BenchArgs, ctx: &Ctx) -> Result<(Vec<Summary>, f64)> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let fleet = Fleet::new(1024);
-    let gate =
-        Gate { token: token.clone(), max_agents: args.agents + 8, reply_rate: 1e9, tls: None };
+    let gate = Gate {
+        token: token.clone(),
+        max_agents: args.agents + 8,
+        reply_rate: 1e9,
+        tls: None,
+        idle_timeout: switchboard_core::http::DEFAULT_HEADER_TIMEOUT,
+    };
     let addr = attach::serve(([127, 0, 0, 1], 0).into(), gate, fleet.clone(), ctx).await?;
     let url = format!("http://{addr}");
     let n = args.round_trips;

@@ -19,7 +19,13 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
     // A fresh secret per run: the demo is loopback-only, but it shows the real setup.
     let token = uuid::Uuid::new_v4().simple().to_string();
     let fleet = Fleet::new(64);
-    let gate = Gate { token: token.clone(), max_agents: 100, reply_rate: 1000.0, tls: None };
+    let gate = Gate {
+        token: token.clone(),
+        max_agents: 100,
+        reply_rate: 1000.0,
+        tls: None,
+        idle_timeout: switchboard_core::http::DEFAULT_HEADER_TIMEOUT,
+    };
     let addr = attach::serve(([127, 0, 0, 1], 0).into(), gate, fleet.clone(), ctx).await?;
     let url = format!("http://{addr}");
     for name in AGENTS {

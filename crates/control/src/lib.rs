@@ -25,7 +25,6 @@ mod console;
 mod demo;
 mod error;
 mod fleet;
-mod listener;
 mod op;
 pub mod proto;
 mod rate;

@@ -61,6 +61,9 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub tls: crate::tls::ServerTls,
 
+    #[command(flatten)]
+    pub grpc: switchboard_core::grpc::GrpcArgs,
+
     /// History file of the interactive console.
     #[arg(long, env = "SWITCHBOARD_HISTORY")]
     pub history: Option<PathBuf>,
@@ -73,6 +76,7 @@ impl ServerArgs {
             token: self.token.clone(),
             max_agents: self.max_agents,
             reply_rate: self.reply_rate,
+            idle_timeout: self.grpc.idle_timeout,
         })
     }
 }

@@ -36,6 +36,25 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// `header_timeout`, and a cap of `max_connections` lowered to [`file_budget`] when the
+    /// process may not open that many files (logged, so a low `ulimit -n` is visible rather
+    /// than an EMFILE loop at the worst moment).
+    pub fn new(header_timeout: Duration, max_connections: usize, server: &'static str) -> Self {
+        let mut max = max_connections.max(1);
+        if let Some(budget) = file_budget()
+            && budget < max
+        {
+            tracing::warn!(
+                server,
+                wanted = max,
+                capped = budget,
+                "connection cap lowered below the open-file limit (raise `ulimit -n` for more)"
+            );
+            max = budget;
+        }
+        Self { header_timeout, max_connections: max }
+    }
+
     /// The admin server: a few scrapers and probes.
     pub const ADMIN: Self = Self { header_timeout: DEFAULT_HEADER_TIMEOUT, max_connections: 256 };
 }
@@ -56,6 +75,30 @@ impl Default for HttpArgs {
     fn default() -> Self {
         Self { header_timeout: DEFAULT_HEADER_TIMEOUT }
     }
+}
+
+impl HttpArgs {
+    /// The limits of a listener that wants at most `max_connections` open (see
+    /// [`Limits::new`]).
+    pub fn limits(&self, max_connections: usize, server: &'static str) -> Limits {
+        Limits::new(self.header_timeout, max_connections, server)
+    }
+}
+
+/// Connections a listener may hold and still leave descriptors for everything else the process
+/// opens (store and bus connections, upstream links, files): the soft `RLIMIT_NOFILE` less a
+/// quarter of it, at most 1,024. `None` where the limit cannot be read (not Linux) or is
+/// unlimited.
+pub fn file_budget() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let soft: usize = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(soft.saturating_sub((soft / 4).min(1024)).max(1))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then closes idle connections and

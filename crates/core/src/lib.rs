@@ -7,6 +7,7 @@
 //! * [`auth`] — constant-time comparison of shared secrets.
 //! * [`admin`] — the admin HTTP router (`/healthz`, `/readyz`, `/metrics`) and a server helper.
 //! * [`http`] — the HTTP server of every listener: header/idle timeout, connection cap.
+//! * [`grpc`] — the same limits on the accept side of every gRPC listener.
 //! * [`shutdown`] — SIGINT/SIGTERM → cancel → drain with a deadline; the [`Ctx`] every role gets.
 //! * [`redact`] — credentials masked out of every URL that reaches output.
 //! * [`stats`] — quantiles for the benchmark programs.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 mod error;
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod redact;

@@ -155,7 +155,8 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let app = router(Arc::clone(&proxy), args.max_body);
     let (waiters, expired) = (Arc::clone(&proxy.waiters), proxy.drain_expired.clone());
     let drain_timeout = args.drain_timeout;
-    let (header_timeout, max_held) = (args.http.header_timeout, args.max_held.get());
+    let limits =
+        args.http.limits(args.max_held.get().saturating_add(SPARE_CONNECTIONS), "jobproxy");
     let tls = args.tls.server_config().map_err(|e| Error::config(e.to_string()))?;
     let stopped = CancellationToken::new();
     let done = stopped.clone();
@@ -169,10 +170,6 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
                 expired.cancel();
                 waiters.idle().await;
             }
-        };
-        let limits = switchboard_core::http::Limits {
-            header_timeout,
-            max_connections: max_held.saturating_add(SPARE_CONNECTIONS),
         };
         if let Err(e) =
             switchboard_core::http::serve(listener, app, limits, tls, "jobproxy", drained).await

@@ -20,7 +20,7 @@ use std::time::Duration;
 use switchboard_bus::Bus;
 use switchboard_core::{Clock, Ctx, SystemClock};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument as _;
 
 use crate::auth::{CLIENT_TOKEN_HEADER, ClientAuth};
@@ -44,6 +44,10 @@ pub(crate) const CONNECTION_WINDOW: u32 = 1 << 20;
 /// stream past the limit, which must reach the gateway to be refused with RESOURCE_EXHAUSTED
 /// instead of waiting in the peer's queue for a free HTTP/2 stream slot.
 const STREAM_HEADROOM: usize = 16;
+
+/// Connections beyond `--max-clients` (reflection callers, clients reconnecting while their old
+/// socket closes).
+const SPARE_CONNECTIONS: usize = 1024;
 
 /// `switchboard presence gateway` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -89,6 +93,8 @@ pub struct GatewayArgs {
     /// TLS of the gRPC listener.
     #[command(flatten)]
     pub tls: switchboard_core::tls::TlsArgs,
+    #[command(flatten)]
+    pub grpc: switchboard_core::grpc::GrpcArgs,
 }
 
 impl Default for GatewayArgs {
@@ -107,6 +113,7 @@ impl Default for GatewayArgs {
             ping_slots: 20,
             client_auth_key: None,
             tls: switchboard_core::tls::TlsArgs::default(),
+            grpc: switchboard_core::grpc::GrpcArgs::default(),
         }
     }
 }
@@ -191,6 +198,10 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
     let window = args.stream_window.max(1024);
     let max_streams =
         u32::try_from(args.max_clients.saturating_add(STREAM_HEADROOM)).unwrap_or(u32::MAX);
+    // One connection per client at most (fewer when an L7 proxy multiplexes), plus spares for
+    // callers of reflection and for clients reconnecting while their old socket closes.
+    let limits =
+        args.grpc.limits(args.max_clients.saturating_add(SPARE_CONNECTIONS), "presence-gateway");
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
@@ -203,10 +214,11 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
         // Dead peers whose TCP never errors (a pulled cable) are found by HTTP/2 PINGs.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(switchboard_core::grpc::StreamCountLayer)
         .add_service(GatewayServer::new(service))
         .add_service(reflection)
         .add_service(crate::proto::reflection_v1alpha()?);
-    let incoming = TcpListenerStream::new(listener);
+    let incoming = switchboard_core::grpc::incoming(listener, limits, "presence-gateway");
     let shutdown = ctx.shutdown.clone();
     let health = ctx.health.clone();
     health.set_ready("presence-gateway", true);

@@ -106,6 +106,9 @@ pub struct AllArgs {
     /// Simulated clients to run in the same process (0: none).
     #[arg(long, env = "SWITCHBOARD_CLIENTS", default_value_t = 0)]
     pub clients: usize,
+    /// Idle timeout of both gRPC listeners.
+    #[command(flatten)]
+    pub grpc: switchboard_core::grpc::GrpcArgs,
 }
 
 /// Runs one role until `ctx.shutdown`.
@@ -119,9 +122,16 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
         Command::All(args) => {
             let bus = Bus::connect(&args.bus).await?;
             let store = Store::connect(&args.store).await?;
-            let gateway = GatewayArgs { listen: args.gateway_listen, ..GatewayArgs::default() };
-            let status =
-                StatusArgs { listen: args.status_listen, ..StatusArgs::embedded(&args.store) };
+            let gateway = GatewayArgs {
+                listen: args.gateway_listen,
+                grpc: args.grpc,
+                ..GatewayArgs::default()
+            };
+            let status = StatusArgs {
+                listen: args.status_listen,
+                grpc: args.grpc,
+                ..StatusArgs::embedded(&args.store)
+            };
             let endpoints = demo::start(&ctx, &bus, &store, gateway, &status, args.clients).await?;
             for e in &endpoints {
                 tracing::info!(what = %e.what, url = %e.url, "presence listening");

@@ -15,7 +15,6 @@ use std::time::Duration;
 use switchboard_bus::{Bus, ConsumerConfig, DeliverFrom};
 use switchboard_core::{Clock, Ctx, SystemClock};
 use switchboard_store::Store;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::proto::status_reader_server::{StatusReader, StatusReaderServer};
 use crate::proto::{FetchOnlineUsersInLast3MinsRequest, FetchOnlineUsersInLast3MinsResponse};
@@ -50,6 +49,12 @@ pub struct StatusArgs {
     /// TLS of the StatusReader listener.
     #[command(flatten)]
     pub tls: switchboard_core::tls::TlsArgs,
+    #[command(flatten)]
+    pub grpc: switchboard_core::grpc::GrpcArgs,
+    /// Open connections at most (lowered, with a warning, to what the process's file limit
+    /// leaves); more are closed on accept.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 impl StatusArgs {
@@ -62,6 +67,8 @@ impl StatusArgs {
             replica_id: "status-0".into(),
             snapshot_interval: Duration::from_secs(2),
             tls: switchboard_core::tls::TlsArgs::default(),
+            grpc: switchboard_core::grpc::GrpcArgs::default(),
+            max_connections: 10_000,
         }
     }
 }
@@ -134,11 +141,13 @@ pub async fn start(
     ctx.spawn(ingest.run(consumer, ctx.shutdown.clone()));
 
     let (listener, addr) = switchboard_core::admin::bind(args.listen).await?;
+    let limits = args.grpc.limits(args.max_connections as usize, "presence-status");
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
     let server = builder
+        .layer(switchboard_core::grpc::StreamCountLayer)
         .add_service(StatusReaderServer::new(Reader { window, clock }))
         .add_service(crate::proto::reflection()?)
         .add_service(crate::proto::reflection_v1alpha()?);
@@ -146,7 +155,7 @@ pub async fn start(
     let health = ctx.health.clone();
     health.set_ready("presence-status-reader", true);
     ctx.spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
+        let incoming = switchboard_core::grpc::incoming(listener, limits, "presence-status");
         if let Err(e) =
             server.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         {

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use switchboard_presence::fetch_online;
 use switchboard_testkit::free_port;
 
+#[path = "support/idle.rs"]
+mod idle;
+
 /// A child process of the binary; SIGKILLed on drop so a failing test leaves nothing behind.
 struct Proc {
     child: Child,
@@ -436,4 +439,56 @@ async fn tls_and_client_tokens_admit_only_clients_that_hold_them() {
     }
     assert!(gateway.terminate().success());
     assert!(status.terminate().success());
+}
+
+/// The gateway's idle timeout closes connections without a stream (silent ones, and ones
+/// dripping the HTTP/2 preface) but never a client's stream, however long it lasts: clients
+/// attached for several timeouts are never reconnected and stay counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_closes_idle_connections_but_never_a_stream() {
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("presence.db").display());
+    let (gw_port, st_port) = (free_port(), free_port());
+    let gateway: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    let status_url = format!("http://127.0.0.1:{st_port}");
+    let server = Proc::spawn(&[
+        "presence",
+        "all",
+        "--gateway-listen",
+        &gateway.to_string(),
+        "--status-listen",
+        &format!("127.0.0.1:{st_port}"),
+        "--store",
+        &store,
+        "--idle-timeout",
+        "2s",
+    ]);
+    server.ready().await;
+    let clients = Proc::spawn(&[
+        "presence",
+        "clients",
+        "--count",
+        "20",
+        "--streams-per-connection",
+        "10",
+        "--gateway",
+        &format!("http://{gateway}"),
+    ]);
+    eventually("online users", 20.0, Duration::from_secs(30), || online(&status_url)).await;
+
+    let silent = idle::silent(gateway, 1_000).await;
+    let drips = idle::dripping(gateway, 100, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    idle::all_closed(silent, drips, IDLE_TIMEOUT + Duration::from_secs(8)).await;
+    // The idle ones are gone after several timeouts; the streams outlived all of them.
+    assert!(server.gauge("presence_gateway_sessions").await == 20.0, "streams held");
+    assert_eq!(clients.gauge("presence_client_reconnects_total").await, 0.0, "no stream was cut");
+    assert_eq!(clients.gauge("presence_clients_connected").await, 20.0);
+    assert_eq!(connections_to(gw_port), 2, "two multiplexed connections stay open");
+    assert!(
+        server.gauge("grpc_connections_idle_closed_total{server=\"presence-gateway\"}").await
+            >= 1_000.0
+    );
+    assert!(clients.terminate().success());
+    assert!(server.terminate().success());
 }

@@ -1,5 +1,6 @@
 //! Idle, silent and slow-drip clients cannot hold a listener's file descriptors: thousands of
-//! them are opened against the real tracker collector and jobproxy processes; a real request
+//! them are opened against the real tracker collector, jobproxy and presence status processes
+//! (HTTP/1 and gRPC listeners); a real request
 //! still succeeds while they hang on, every one of them is closed within the header timeout,
 //! and connections beyond the cap are closed at once.
 use std::net::SocketAddr;
@@ -9,6 +10,8 @@ use switchboard_testkit::free_port;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+#[path = "support/idle.rs"]
+mod idle;
 mod support;
 
 use support::{listening, start};
@@ -40,48 +43,24 @@ async fn request(addr: SocketAddr, head: &str, body: &str) -> u16 {
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{text}"))
 }
 
-/// Waits until the server closes `s` (EOF or reset); panics after `within`.
-async fn closed_within(mut s: TcpStream, within: Duration) {
-    let mut buf = [0u8; 256];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Err(_) => panic!("connection still open after {within:?}"),
-            Ok(Ok(0) | Err(_)) => return,
-            Ok(Ok(_)) => {} // e.g. a 408 answer before the close
-        }
-    }
-}
-
 /// Opens the idle and dripping clients, checks a real request meanwhile, then that all of
 /// them are closed within the header timeout (plus scheduling slack).
 async fn hold_and_release(addr: SocketAddr, real: impl AsyncFnOnce() -> u16, want: u16) {
-    let mut idle = Vec::with_capacity(IDLE);
-    for _ in 0..IDLE {
-        idle.push(TcpStream::connect(addr).await.expect("connect an idle client"));
-    }
+    hold_and_release_dripping(addr, real, want, b"POST /track HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await;
+}
+
+async fn hold_and_release_dripping(
+    addr: SocketAddr,
+    real: impl AsyncFnOnce() -> u16,
+    want: u16,
+    head: &'static [u8],
+) {
+    let silent = idle::silent(addr, IDLE).await;
     let started = Instant::now();
-    let drips: Vec<_> = (0..DRIPPING)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut s = TcpStream::connect(addr).await.expect("connect a dripping client");
-                // Never finishes the head: one byte every 200 ms.
-                for b in b"POST /track HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
-                    if s.write_all(&[*b]).await.is_err() {
-                        return; // closed by the server
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            })
-        })
-        .collect();
+    let drips = idle::dripping(addr, DRIPPING, head);
     assert_eq!(real().await, want, "a real request succeeds beside {IDLE} idle clients");
-    let slack = HEADER_TIMEOUT + Duration::from_secs(8);
-    let closes = idle.into_iter().map(|s| closed_within(s, slack));
-    futures::future::join_all(closes).await;
-    for d in drips {
-        tokio::time::timeout(slack, d).await.expect("dripping clients are cut off").unwrap();
-    }
+    idle::all_closed(silent, drips, HEADER_TIMEOUT + Duration::from_secs(8)).await;
     let took = started.elapsed();
     assert!(took >= HEADER_TIMEOUT.mul_f32(0.9), "closed only after the timeout: {took:?}");
 }
@@ -176,4 +155,36 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     .await;
     assert!(closed.iter().filter(|c| **c).count() >= 49, "beyond the cap: {closed:?}");
     drop(held);
+}
+
+/// The gRPC listeners run the same limits (`core::grpc`): a StatusReader call is answered beside
+/// thousands of silent connections and clients dripping the HTTP/2 preface, and all of those are
+/// closed once they have held no call for `--idle-timeout`. (Streams that stay open are not
+/// closed: tests/presence.rs and tests/control.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_status_closes_idle_and_slow_grpc_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, st) = (free_port(), free_port());
+    let status: SocketAddr = format!("127.0.0.1:{st}").parse().unwrap();
+    let store = format!("sqlite://{}/p.db", dir.path().display());
+    let timeout = format!("{}s", HEADER_TIMEOUT.as_secs());
+    let _presence = start_here(&[
+        "presence",
+        "all",
+        "--gateway-listen",
+        &format!("127.0.0.1:{gw}"),
+        "--status-listen",
+        &status.to_string(),
+        "--store",
+        &store,
+        "--idle-timeout",
+        &timeout,
+    ]);
+    listening(status).await;
+    let url = format!("http://{status}");
+    let real = async || match switchboard_presence::fetch_online(&url).await {
+        Ok(_) => 200,
+        Err(e) => panic!("StatusReader call failed beside idle clients: {e}"),
+    };
+    hold_and_release_dripping(status, real, 200, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
 }

@@ -35,19 +35,16 @@ pub struct Listener {
     #[command(flatten)]
     pub tls: switchboard_core::tls::TlsArgs,
 
-    /// Open connections at most (keep it below the process's file limit); more are closed
-    /// on accept.
+    /// Open connections at most (lowered, with a warning, to what the process's file limit
+    /// leaves); more are closed on accept.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 }
 
 impl Listener {
-    /// The limits these flags give.
-    pub fn limits(&self) -> switchboard_core::http::Limits {
-        switchboard_core::http::Limits {
-            header_timeout: self.http.header_timeout,
-            max_connections: self.max_connections as usize,
-        }
+    /// The limits these flags give (the cap kept below the open-file limit).
+    pub fn limits(&self, server: &'static str) -> switchboard_core::http::Limits {
+        self.http.limits(self.max_connections as usize, server)
     }
 }
 

@@ -99,7 +99,7 @@ async fn serve(
     what: &'static str,
     ctx: &Ctx,
 ) -> Result<SocketAddr> {
-    let (limits, tls) = (flags.limits(), flags.tls.server_config()?);
+    let (limits, tls) = (flags.limits(what), flags.tls.server_config()?);
     let (listener, addr) = admin::bind(listen).await?;
     let shutdown = ctx.shutdown.clone();
     ctx.spawn(async move {
