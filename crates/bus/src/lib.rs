@@ -220,6 +220,16 @@ impl Bus {
         }
     }
 
+    /// Largest message the bus accepts, headers included (`None`: no limit). For NATS it is
+    /// the server's `max_payload` (1 MB unless configured): callers that publish what clients
+    /// sent derive their chunking from it instead of assuming a size.
+    pub fn max_payload(&self) -> Option<usize> {
+        match &self.engine {
+            Engine::Memory(_) => None,
+            Engine::Nats(b) => Some(b.max_payload()),
+        }
+    }
+
     /// Publishes `payload` on `subject` to current subscribers (at most once).
     ///
     /// # Errors

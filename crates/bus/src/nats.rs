@@ -107,6 +107,11 @@ fn split_credentials(url: &str) -> (String, Option<Credentials>) {
 }
 
 impl NatsBus {
+    /// The server's `max_payload`, as it announced on connect.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     /// Connects to `url`, retrying a server that is not reachable yet (refused, timed out,
     /// name not resolvable: still starting, e.g. beside us in docker compose) for up to
     /// [`CONNECT_WAIT`] with an info line per attempt — the same wait the store gives

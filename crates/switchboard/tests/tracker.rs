@@ -320,3 +320,78 @@ async fn distributed_pipeline_on_nats_and_postgres_survives_a_killed_worker() {
     assert!(collector.terminate().success());
     assert!(survivor.terminate().success());
 }
+
+/// A compact event of exactly [`TINY_EVENT_BYTES`] bytes: default limits let 10,000 of them
+/// fit in one 1 MiB body, so both limits can be met at once.
+fn tiny_event(i: i64) -> String {
+    format!(
+        r#"{{"objectId":{},"objectType":"u","action":"v","subjectId":1,"subjectType":"a","datetimeStamp":{}}}"#,
+        i % 10,
+        now_ms() / 1000
+    )
+}
+const TINY_EVENT_BYTES: usize = 103;
+
+/// A JSON batch of `n` tiny events padded with spaces to exactly `bytes` bytes.
+fn batch_of_size(n: usize, bytes: usize) -> Vec<u8> {
+    let events: Vec<String> = (0..n as i64).map(tiny_event).collect();
+    let mut body = format!("[{}", events.join(","));
+    assert!(body.len() < bytes, "{n} events need more than {bytes} bytes");
+    body.push_str(&" ".repeat(bytes - body.len() - 1));
+    body.push(']');
+    body.into_bytes()
+}
+
+/// The collector's two request limits (`--max-body-bytes`, `--max-batch-events`, at their
+/// defaults) met end to end: limit−1 and limit are stored and folded, limit+1 is refused with
+/// 413 and the collector keeps serving. In distributed mode a body at both limits is one
+/// journal entry, which must fit in what the bus accepts too.
+async fn limits_hold_end_to_end(t: &Tracker) {
+    const MAX_BODY: usize = 1 << 20;
+    const MAX_EVENTS: usize = 10_000;
+    let mut collector = t.collector(&[]);
+    let mut worker = t.worker(&[]);
+    t.wait_ready().await;
+    assert_eq!(tiny_event(1).len(), TINY_EVENT_BYTES);
+    let mut accepted = 0;
+    // Events: limit−1 and limit pass, limit+1 is refused.
+    for n in [MAX_EVENTS - 1, MAX_EVENTS] {
+        let (status, body) = t.post("/track/batch", batch_of_size(n, MAX_BODY), false).await;
+        assert_eq!(status, 202, "{n} events: {body}");
+        accepted += body["accepted"].as_i64().unwrap();
+    }
+    let (status, body) =
+        t.post("/track/batch", batch_of_size(MAX_EVENTS + 1, 2 * MAX_BODY), false).await;
+    assert_eq!(status, 413, "{body}");
+    // Bytes: limit−1 and limit pass, limit+1 is refused, compressed or not.
+    for bytes in [MAX_BODY - 1, MAX_BODY] {
+        let (status, body) = t.post("/track/batch", batch_of_size(100, bytes), false).await;
+        assert_eq!(status, 202, "{bytes} bytes: {body}");
+        accepted += body["accepted"].as_i64().unwrap();
+    }
+    let (status, body) = t.post("/track/batch", batch_of_size(100, MAX_BODY + 1), false).await;
+    assert_eq!(status, 413, "{body}");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&batch_of_size(100, MAX_BODY + 1)).unwrap();
+    let (status, body) = t.post("/track/batch", gz.finish().unwrap(), true).await;
+    assert_eq!(status, 413, "decompressed beyond the limit: {body}");
+    // Still serving.
+    accepted += send(t, 1, 10).await;
+    assert_eq!(accepted, (2 * MAX_EVENTS + 200 + 10 - 1) as i64);
+    t.wait_folded(accepted).await;
+    t.assert_consistent().await;
+    assert!(collector.terminate().success());
+    assert!(worker.terminate().success());
+}
+
+#[tokio::test]
+async fn request_limits_hold_end_to_end_embedded() {
+    limits_hold_end_to_end(&Tracker::new()).await;
+}
+
+#[tokio::test]
+async fn request_limits_hold_end_to_end_on_nats_and_postgres() {
+    let nats = switchboard_testkit::NatsServer::start();
+    let pg = switchboard_testkit::PostgresServer::start();
+    limits_hold_end_to_end(&Tracker::with_backends(&nats.url, &pg.url)).await;
+}

@@ -23,6 +23,9 @@ pub const STREAM: &str = "TRACKER_EVENTS";
 pub const SUBJECT: &str = "tracker.events";
 /// Most requests stored by one group commit.
 const MAX_GROUP: usize = 256;
+/// Room left in each bus message for its headers (the message id) below the bus's
+/// `max_payload`.
+const HEADER_ROOM: usize = 1024;
 
 /// Where the journal stores batches.
 #[derive(Clone)]
@@ -52,6 +55,18 @@ impl Sink {
         Ok(())
     }
 
+    /// Largest journal body one stored message may carry: a request's events are split
+    /// across as many messages as the bus's `max_payload` requires, so whatever the
+    /// collector's own limits accept, the journal stores.
+    fn max_chunk_bytes(&self) -> usize {
+        match self {
+            Self::Stream(bus) => {
+                bus.max_payload().map_or(usize::MAX, |max| max.saturating_sub(HEADER_ROOM))
+            }
+            Self::Outbox(_) | Self::Discard => usize::MAX,
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Self::Outbox(_) => "outbox",
@@ -68,7 +83,9 @@ pub fn stream_config() -> StreamConfig {
 }
 
 pub(crate) struct Entry {
-    body: String,
+    /// The request's events as JSON arrays, each with its event count: one chunk unless
+    /// the encoded batch is larger than [`Sink::max_chunk_bytes`].
+    chunks: Vec<(String, usize)>,
     events: usize,
     done: oneshot::Sender<Result<(), String>>,
 }
@@ -78,6 +95,7 @@ pub(crate) struct Entry {
 #[derive(Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Entry>,
+    max_chunk: usize,
     last_shed_log_ms: Arc<AtomicI64>,
 }
 
@@ -85,8 +103,9 @@ impl Journal {
     /// Starts the writer task on `ctx` with a queue of `capacity` requests.
     pub fn start(sink: Sink, capacity: usize, ctx: &Ctx) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let max_chunk = sink.max_chunk_bytes();
         ctx.spawn(write_loop(sink, rx));
-        Self { tx, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }
+        Self { tx, max_chunk, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }
     }
 
     /// Stores `events` durably; returns once they are.
@@ -95,10 +114,10 @@ impl Journal {
     /// [`Rejection::Saturated`] when the queue is full, [`Rejection::Unavailable`] when the
     /// sink failed (nothing of this batch is then acknowledged).
     pub async fn append(&self, events: &[Event], now_ms: i64) -> Result<(), Rejection> {
-        let body = serde_json::to_string(events)
+        let chunks = encode(events, self.max_chunk)
             .map_err(|e| Rejection::Unavailable(format!("encoding events: {e}")))?;
         let (done, answer) = oneshot::channel();
-        let entry = Entry { body, events: events.len(), done };
+        let entry = Entry { chunks, events: events.len(), done };
         if let Err(e) = self.tx.try_send(entry) {
             metrics::counter!("tracker_collector_shed_events_total").increment(events.len() as u64);
             // One line per second at most: a saturated collector sheds thousands per second.
@@ -127,7 +146,7 @@ impl Journal {
     /// A journal whose queue nobody drains: requests stay queued (saturation tests).
     pub(crate) fn stalled(capacity: usize) -> (Self, mpsc::Receiver<Entry>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }, rx)
+        (Self { tx, max_chunk: usize::MAX, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }, rx)
     }
 }
 
@@ -155,13 +174,40 @@ async fn write_loop(sink: Sink, mut rx: mpsc::Receiver<Entry>) {
     tracing::debug!(sink = label, "journal writer stopped");
 }
 
+/// `events` as JSON arrays of at most `max_bytes` each (a single event is never split; events
+/// are a few hundred bytes at most, far below any bus's limit).
+fn encode(events: &[Event], max_bytes: usize) -> serde_json::Result<Vec<(String, usize)>> {
+    let whole = serde_json::to_string(events)?;
+    if whole.len() <= max_bytes {
+        return Ok(vec![(whole, events.len())]);
+    }
+    let mut chunks = Vec::new();
+    let (mut body, mut n) = (String::from("["), 0);
+    for event in events {
+        let one = serde_json::to_string(event)?;
+        if n > 0 && body.len() + 1 + one.len() + 1 > max_bytes {
+            body.push(']');
+            chunks.push((std::mem::replace(&mut body, String::from("[")), n));
+            n = 0;
+        }
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(&one);
+        n += 1;
+    }
+    body.push(']');
+    chunks.push((body, n));
+    Ok(chunks)
+}
+
 /// Stores the group; bodies are moved out (each entry keeps only its answer channel).
 async fn store_group(sink: &Sink, group: &mut [Entry]) -> Result<(), String> {
     match sink {
         Sink::Discard => Ok(()),
         Sink::Outbox(store) => {
             let entries: Vec<(String, usize)> =
-                group.iter_mut().map(|e| (std::mem::take(&mut e.body), e.events)).collect();
+                group.iter_mut().flat_map(|e| std::mem::take(&mut e.chunks)).collect();
             let now = switchboard_core::Clock::now_ms(&switchboard_core::SystemClock);
             outbox::append(store, &entries, now).await.map_err(|e| e.to_string())
         }
@@ -169,12 +215,59 @@ async fn store_group(sink: &Sink, group: &mut [Entry]) -> Result<(), String> {
             // A message id per batch: a publish retried by the client library is stored once.
             let messages = group
                 .iter_mut()
-                .map(|e| {
+                .flat_map(|e| std::mem::take(&mut e.chunks))
+                .map(|(body, _)| {
                     let id = uuid::Uuid::new_v4().to_string();
-                    (SUBJECT.to_owned(), Bytes::from(std::mem::take(&mut e.body)), Some(id))
+                    (SUBJECT.to_owned(), Bytes::from(body), Some(id))
                 })
                 .collect();
             bus.publish_durable_batch(messages).await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n as i64)
+            .map(|i| Event {
+                id: uuid::Uuid::new_v4().to_string(),
+                object_id: i,
+                object_type: "user".into(),
+                action: "view".into(),
+                subject_id: i * 7,
+                subject_type: "article".into(),
+                ts_ms: 1_700_000_000_000 + i,
+                received_ms: 1_700_000_000_000,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_within_the_bus_limit_is_one_chunk() {
+        let evs = events(100);
+        let chunks = encode(&evs, usize::MAX).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].1, 100);
+        assert_eq!(serde_json::from_str::<Vec<Event>>(&chunks[0].0).unwrap(), evs);
+    }
+
+    #[test]
+    fn a_larger_batch_is_split_in_order_below_the_limit() {
+        let evs = events(10_000);
+        for max in [200, 4096, 1 << 20] {
+            let chunks = encode(&evs, max).unwrap();
+            assert!(chunks.len() > 1, "{max}");
+            let mut back = Vec::new();
+            for (body, n) in &chunks {
+                assert!(body.len() <= max, "{} > {max}", body.len());
+                let part: Vec<Event> = serde_json::from_str(body).unwrap();
+                assert_eq!(part.len(), *n);
+                back.extend(part);
+            }
+            assert_eq!(back, evs);
         }
     }
 }
