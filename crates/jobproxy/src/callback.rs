@@ -3,15 +3,17 @@
 //! The token (128 random bits, minted before the job started) finds the held request; the
 //! report's `id` must then match the job started for it. Answers: 200 delivered, 202 parked
 //! (arrived before the start response), 404 unknown token, 409 duplicate or id mismatch,
-//! 410 the held request already ended, 400 not a job report. Every outcome is counted in
-//! `jobproxy_callbacks_total{outcome}`.
+//! 410 the held request already ended, 400 not a job report, 413 larger than `--max-body`
+//! (the held request then ends at once with a 502 saying so, instead of waiting for its
+//! deadline). Every outcome is counted in `jobproxy_callbacks_total{outcome}`.
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::job::ReportHead;
 use crate::proxy::Proxy;
@@ -22,10 +24,29 @@ use crate::waiter::Delivery;
 pub(crate) async fn receive(
     State(proxy): State<Arc<Proxy>>,
     Path(token): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Ok(token) = token.parse::<Token>() else {
         return answer(Delivery::Unknown, &token);
+    };
+    let body = match Limited::new(body, proxy.max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let reason = format!(
+                "the job server's report is larger than --max-body ({} bytes)",
+                proxy.max_body
+            );
+            let held = proxy.waiters.refuse(token, reason.clone());
+            metrics::counter!("jobproxy_callbacks_total", "outcome" => "oversized").increment(1);
+            tracing::warn!(%token, held, max_body = proxy.max_body, "callback body too large");
+            let body = serde_json::json!({ "outcome": "oversized", "reason": reason });
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+        }
+        // The job server went away mid-body: nothing to answer, it will retry.
+        Err(e) => {
+            tracing::info!(%token, error = %e, "callback body could not be read");
+            return StatusCode::BAD_REQUEST.into_response();
+        }
     };
     let head = match ReportHead::parse(&body) {
         Ok(head) => head,

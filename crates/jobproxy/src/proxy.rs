@@ -94,6 +94,8 @@ pub struct Args {
 /// Shared state of one proxy.
 pub(crate) struct Proxy {
     pub waiters: Arc<Waiters>,
+    /// `--max-body`: the callback endpoint reads its body itself to tell the held request.
+    pub max_body: usize,
     upstream: Arc<Upstream>,
     public_url: String,
     deadline: Duration,
@@ -145,6 +147,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     };
     let proxy = Arc::new(Proxy {
         waiters: Arc::new(Waiters::default()),
+        max_body: args.max_body,
         upstream: Upstream::new(target, config, ctx.tasks.clone(), shutdown.clone()),
         public_url,
         deadline: args.deadline,
@@ -265,7 +268,8 @@ impl Proxy {
         let body = self
             .until(deadline, report)
             .await?
-            .map_err(|_| Failure::Upstream("the held request was dropped".into()))?;
+            .map_err(|_| Failure::Upstream("the held request was dropped".into()))?
+            .map_err(Failure::Upstream)?;
         metrics::histogram!("jobproxy_held_seconds").record(began.elapsed().as_secs_f64());
         count("ok");
         Ok(report_response(body))

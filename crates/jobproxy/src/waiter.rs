@@ -67,8 +67,11 @@ struct Inner {
     recent_order: VecDeque<Token>,
 }
 
+/// What a held request receives: the report, or why the proxy could not take it.
+pub(crate) type Report = Result<Bytes, String>;
+
 struct Pending {
-    tx: oneshot::Sender<Bytes>,
+    tx: oneshot::Sender<Report>,
     job: Job,
 }
 
@@ -93,7 +96,7 @@ impl Default for Waiters {
 
 impl Waiters {
     /// Registers a new held request; the receiver yields the callback body.
-    pub fn hold(self: &Arc<Self>) -> (Hold, oneshot::Receiver<Bytes>) {
+    pub fn hold(self: &Arc<Self>) -> (Hold, oneshot::Receiver<Report>) {
         let (tx, rx) = oneshot::channel();
         let token = Token::mint();
         let mut inner = self.lock();
@@ -114,7 +117,7 @@ impl Waiters {
         if early_id != id {
             return Some(Delivery::Mismatch);
         }
-        Some(self.deliver(&mut inner, token, body))
+        Some(self.deliver(&mut inner, token, Ok(body)))
     }
 
     /// A callback for `token` reporting job `id` arrived with `body`.
@@ -134,8 +137,17 @@ impl Waiters {
                 Delivery::Parked
             }
             Job::Running { id: job } if job != id => Delivery::Mismatch,
-            Job::Running { .. } => self.deliver(&mut inner, token, body),
+            Job::Running { .. } => self.deliver(&mut inner, token, Ok(body)),
         }
+    }
+
+    /// A callback for `token` was refused before it could be read (its body is larger than
+    /// `--max-body`): the held request ends now with `reason` instead of waiting until its
+    /// deadline for a report that cannot arrive. False when no request holds `token`.
+    pub fn refuse(&self, token: Token, reason: String) -> bool {
+        let mut inner = self.lock();
+        inner.pending.contains_key(&token)
+            && self.deliver(&mut inner, token, Err(reason)) == Delivery::Delivered
     }
 
     /// Number of held requests right now.
@@ -150,7 +162,7 @@ impl Waiters {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    fn deliver(&self, inner: &mut Inner, token: Token, body: Bytes) -> Delivery {
+    fn deliver(&self, inner: &mut Inner, token: Token, body: Report) -> Delivery {
         let Some(pending) = inner.pending.remove(&token) else { return Delivery::Unknown };
         self.set_held(inner.pending.len());
         // The receiver is gone only if the request is being dropped right now.
@@ -227,7 +239,7 @@ mod tests {
         assert_eq!(w.held(), 1);
         assert_eq!(w.started(hold.token(), "ab"), None);
         assert_eq!(w.callback(hold.token(), "ab", body("report")), Delivery::Delivered);
-        assert_eq!(rx.await.unwrap(), "report");
+        assert_eq!(rx.await.unwrap().unwrap(), "report");
         assert_eq!(w.held(), 0);
         assert_eq!(w.callback(hold.token(), "ab", body("again")), Delivery::Duplicate);
         drop(hold);
@@ -241,7 +253,7 @@ mod tests {
         assert_eq!(w.callback(hold.token(), "ab", body("early")), Delivery::Parked);
         assert_eq!(w.callback(hold.token(), "ab", body("twice")), Delivery::Duplicate);
         assert_eq!(w.started(hold.token(), "ab"), Some(Delivery::Delivered));
-        assert_eq!(rx.await.unwrap(), "early");
+        assert_eq!(rx.await.unwrap().unwrap(), "early");
     }
 
     #[tokio::test]
@@ -253,7 +265,19 @@ mod tests {
         assert!(rx.try_recv().is_err());
         assert_eq!(w.callback(hold.token(), "cd", body("forged")), Delivery::Mismatch);
         assert_eq!(w.callback(hold.token(), "ab", body("real")), Delivery::Delivered);
-        assert_eq!(rx.await.unwrap(), "real");
+        assert_eq!(rx.await.unwrap().unwrap(), "real");
+    }
+
+    #[tokio::test]
+    async fn a_refused_callback_ends_its_held_request_with_the_reason() {
+        let w = Arc::new(Waiters::default());
+        assert!(!w.refuse(Token::mint(), "too large".into()), "no request holds it");
+        let (hold, rx) = w.hold();
+        w.started(hold.token(), "ab");
+        assert!(w.refuse(hold.token(), "too large".into()));
+        assert_eq!(rx.await.unwrap().unwrap_err(), "too large");
+        assert_eq!(w.held(), 0);
+        assert_eq!(w.callback(hold.token(), "ab", body("late")), Delivery::Duplicate);
     }
 
     #[test]

@@ -154,3 +154,129 @@ async fn sigterm_answers_held_requests_within_the_grace() {
     assert!(body.contains("draining"), "{body}");
     drop(sim);
 }
+
+/// A job server of the test's own, on raw HTTP/1.1 keep-alive connections: it answers each
+/// asynchronous start with `running` and then posts a report padded to the `reportBytes`
+/// the client put in its request (the proxy forwards unknown fields), so the test controls
+/// the callback's size to the byte. Each callback's status goes to the returned channel.
+async fn padding_job_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, u16)>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut next_id = 0u64;
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            next_id += 1 << 32;
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(stream);
+                for job in next_id.. {
+                    let mut length = None;
+                    loop {
+                        let mut line = String::new();
+                        if conn.read_line(&mut line).await.unwrap() == 0 {
+                            return; // the proxy closed an idle link
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse::<usize>().ok();
+                        }
+                    }
+                    let mut body = vec![0; length.expect("the proxy sends content-length")];
+                    conn.read_exact(&mut body).await.unwrap();
+                    let start: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let id = format!("{job:x}");
+                    let answer = format!(r#"{{"state":"running","id":"{id}"}}"#);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    conn.write_all(format!("{head}{answer}").as_bytes()).await.unwrap();
+                    let size = start["reportBytes"].as_u64().unwrap() as usize;
+                    let callback = start["callback"].as_str().unwrap().to_owned();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let report = padded_report(&id, size);
+                        let res = reqwest::Client::new().post(callback).body(report.clone());
+                        let status = res.send().await.unwrap().status().as_u16();
+                        let _ = tx.send((report, status));
+                    });
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// A completed report of exactly `size` bytes.
+fn padded_report(id: &str, size: usize) -> Vec<u8> {
+    let head = format!(
+        r#"{{"id":"{id}","state":"completed","startedAt":"2026-12-05T00:00:00.000Z","proof":"{}","pad":""#,
+        "AB".repeat(20)
+    );
+    let mut report = head.into_bytes();
+    let pad = size - report.len() - 2;
+    report.extend(std::iter::repeat_n(b'x', pad));
+    report.extend(b"\"}");
+    report
+}
+
+/// A client request of exactly `size` bytes asking for a report of `report_bytes`.
+fn padded_request(size: usize, report_bytes: usize) -> Vec<u8> {
+    let mut body =
+        format!(r#"{{"account":"acme","wait":true,"reportBytes":{report_bytes}}}"#).into_bytes();
+    body.splice(1..1, std::iter::repeat_n(b' ', size - body.len()));
+    body
+}
+
+/// `--max-body` (its default) met end to end on both the client's request and the job
+/// server's callback: limit−1 and limit pass byte for byte, limit+1 gets a clear refusal from
+/// the layer that sees it (413 to the client; 413 to the job server and an immediate 502 to the
+/// held client, not a wait until the deadline), and the proxy keeps serving.
+#[tokio::test]
+async fn body_limits_hold_for_requests_and_callbacks() {
+    const MAX_BODY: usize = 65_536;
+    let (upstream, mut callbacks) = padding_job_server().await;
+    let (proxy_addr, proxy_url) = listen();
+    let proxy = Role::start(&["jobproxy", "--listen", &proxy_addr, "--upstream", &upstream]).await;
+    let client = reqwest::Client::new();
+    let post = |body: Vec<u8>| {
+        let req = client.post(&proxy_url).header("content-type", "application/json").body(body);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
+        }
+    };
+    for size in [MAX_BODY - 1, MAX_BODY] {
+        let (status, body) = post(padded_request(size, 200)).await;
+        assert_eq!(status, 200, "a {size}-byte request: {}", String::from_utf8_lossy(&body));
+        let (report, callback_status) = callbacks.recv().await.unwrap();
+        assert_eq!((body, callback_status), (report, 200));
+    }
+    let (status, body) = post(padded_request(MAX_BODY + 1, 200)).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+
+    for size in [MAX_BODY - 1, MAX_BODY] {
+        let (status, body) = post(padded_request(100, size)).await;
+        assert_eq!(status, 200, "a {size}-byte report");
+        let (report, callback_status) = callbacks.recv().await.unwrap();
+        assert_eq!(body.len(), size);
+        assert_eq!((body, callback_status), (report, 200), "passed back byte for byte");
+    }
+    let (status, body) = post(padded_request(100, MAX_BODY + 1)).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("--max-body (65536 bytes)"), "{text}");
+    assert_eq!(callbacks.recv().await.unwrap().1, 413, "the job server is told too");
+
+    let (status, _) = post(padded_request(100, 200)).await;
+    assert_eq!(status, 200, "still serving");
+    assert_eq!(proxy.metric("jobproxy_held_requests").await, 0.0);
+    assert_eq!(proxy.terminate().await, Some(0));
+}
