@@ -47,16 +47,22 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
     Ok((l, local))
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
+/// Serves `app` on `listener` (HTTPS with `tls`) until `shutdown` is cancelled, then finishes
+/// in-flight requests.
 ///
 /// # Errors
 /// The server fails (not on graceful shutdown).
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     crate::http::serve(
         listener,
         app,
         crate::http::Limits::ADMIN,
-        None,
+        tls,
         "admin",
         shutdown.cancelled_owned(),
     )
@@ -146,7 +152,7 @@ mod tests {
         health.register("x");
         let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, router(health.clone()), stop.clone()));
+        let server = tokio::spawn(serve(listener, router(health.clone()), None, stop.clone()));
         // 0.0.0.0 (how containers bind the admin server) is probed on loopback.
         let unspecified = SocketAddr::from(([0, 0, 0, 0], addr.port()));
         let t = Duration::from_secs(5);

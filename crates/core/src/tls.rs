@@ -38,6 +38,65 @@ pub struct TlsArgs {
     pub tls_client_ca: Option<PathBuf>,
 }
 
+/// TLS flags of the admin server (`/healthz`, `/readyz`, `/metrics`), taken by every command;
+/// the same meaning as [`TlsArgs`], under `--admin-` names.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AdminTlsArgs {
+    /// PEM certificate (chain) the admin server presents; turns TLS on (needs --admin-tls-key).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global Options",
+        env = "SWITCHBOARD_ADMIN_TLS_CERT"
+    )]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --admin-tls-cert.
+    #[arg(long, global = true, help_heading = "Global Options", env = "SWITCHBOARD_ADMIN_TLS_KEY")]
+    pub admin_tls_key: Option<PathBuf>,
+
+    /// PEM CA that must have signed every admin client's certificate (mutual TLS, e.g. for
+    /// the Prometheus scraper).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global Options",
+        env = "SWITCHBOARD_ADMIN_TLS_CLIENT_CA"
+    )]
+    pub admin_tls_client_ca: Option<PathBuf>,
+}
+
+impl AdminTlsArgs {
+    /// Whether any admin TLS flag is set.
+    pub fn is_set(&self) -> bool {
+        self.admin_tls_cert.is_some()
+            || self.admin_tls_key.is_some()
+            || self.admin_tls_client_ca.is_some()
+    }
+
+    /// As [`TlsArgs::server_config`]. (clap's `requires` does not hold across global flags,
+    /// so the pairing is checked here.)
+    ///
+    /// # Errors
+    /// A flag without its partner, or an unusable file (a configuration error).
+    pub fn server_config(&self) -> Result<Option<Arc<ServerConfig>>> {
+        if self.admin_tls_cert.is_some() != self.admin_tls_key.is_some()
+            || (self.admin_tls_client_ca.is_some() && self.admin_tls_cert.is_none())
+        {
+            return Err(tls_error(
+                "--admin-tls-cert and --admin-tls-key go together (and --admin-tls-client-ca needs them)"
+                    .to_owned(),
+            ));
+        }
+        TlsArgs {
+            tls_cert: self.admin_tls_cert.clone(),
+            tls_key: self.admin_tls_key.clone(),
+            tls_client_ca: self.admin_tls_client_ca.clone(),
+        }
+        .server_config()
+    }
+}
+
 impl TlsArgs {
     /// The rustls configuration these flags describe, or `None` without `--tls-cert`.
     ///

@@ -26,6 +26,9 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = GLOBAL, env = "SWITCHBOARD_ADMIN_ADDR", default_value = "127.0.0.1:0")]
     pub admin_addr: SocketAddr,
 
+    #[command(flatten)]
+    pub admin_tls: switchboard_core::tls::AdminTlsArgs,
+
     /// Optional TOML file with defaults for any flag (flags and env vars win over it).
     #[arg(long, global = true, help_heading = GLOBAL, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -66,6 +66,14 @@ fn main() -> ExitCode {
     if let Command::Probe(probe) = &cli.command {
         // No telemetry and no admin server of its own: it runs beside the process it probes,
         // whose admin address it shares (`SWITCHBOARD_ADMIN_ADDR`).
+        if cli.admin_tls.is_set() {
+            // The probe is for container health checks, which keep the admin port private.
+            eprintln!(
+                "error: probe speaks plain HTTP and the admin server has TLS (--admin-tls-cert); \
+                 query it with an HTTPS client, e.g. curl --cacert"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
         return run_probe(cli.admin_addr, probe);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -123,12 +131,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The admin server lives on its own token so it keeps answering /readyz (503) while the
     // roles drain; it stops last.
     let admin_token = tokio_util_token();
+    let admin_tls = cli.admin_tls.server_config().context("admin server TLS")?;
+    let scheme = if admin_tls.is_some() { "https" } else { "http" };
     let (listener, admin_addr) =
         admin::bind(cli.admin_addr).await.context("starting the admin server")?;
-    tracing::info!(url = %format!("http://{admin_addr}/metrics"), "admin server listening");
+    tracing::info!(url = %format!("{scheme}://{admin_addr}/metrics"), "admin server listening");
     let admin = tokio::spawn(admin::serve(
         listener,
         admin::router(ctx.health.clone()),
+        admin_tls,
         admin_token.clone(),
     ));
 

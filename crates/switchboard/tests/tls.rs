@@ -1,6 +1,7 @@
 //! TLS on our HTTP listeners, on real processes with a throw-away CA: the tracker collector
 //! serves HTTPS with `--tls-cert/--tls-key`, requires client certificates with
-//! `--tls-client-ca`, refuses plaintext, and an unusable certificate file exits 64.
+//! `--tls-client-ca`, refuses plaintext, and an unusable certificate file exits 64; the admin
+//! server of any role does the same with `--admin-tls-*`.
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -48,9 +49,6 @@ fn client(dir: &Path, with_cert: bool) -> tokio_rustls::TlsConnector {
 
 /// POSTs one event over TLS; the status code, or the error that prevented an answer.
 async fn post_event(addr: SocketAddr, tls: &tokio_rustls::TlsConnector) -> Result<u16, String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    let mut s = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let body = format!(
         r#"{{"objectId":1,"objectType":"user","action":"view","subjectId":2,"subjectType":"article","datetimeStamp":{now}}}"#
@@ -59,11 +57,74 @@ async fn post_event(addr: SocketAddr, tls: &tokio_rustls::TlsConnector) -> Resul
         "POST /track HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    exchange(addr, tls, &req).await
+}
+
+/// Sends `req` (which asks the server to close) over TLS; the answer's status code, or the
+/// error that prevented one.
+async fn exchange(
+    addr: SocketAddr,
+    tls: &tokio_rustls::TlsConnector,
+    req: &str,
+) -> Result<u16, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut s = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
     s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     s.read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&answer);
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| text.into_owned())
+}
+
+/// Plaintext on a TLS port gets no HTTP answer.
+async fn assert_plaintext_unanswered(addr: SocketAddr) {
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/"), "plaintext was answered");
+}
+
+/// The admin server of a role (here the job server simulator) with `--admin-tls-*`: HTTPS,
+/// then mutual TLS; plaintext unanswered; a lone `--admin-tls-cert` and the plain-HTTP probe
+/// are configuration errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_server_serves_https_and_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let readyz = |addr: SocketAddr| {
+        format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+    };
+    let sim = |admin: SocketAddr, tls: &[&str]| {
+        let (admin, listen) = (admin.to_string(), format!("127.0.0.1:{}", free_port()));
+        let args = [&["sim", "jobserver", "--listen", &listen, "--admin-addr", &admin][..], tls];
+        start(&args.concat(), dir.path())
+    };
+    let tls = ["--admin-tls-cert", "server.pem", "--admin-tls-key", "server.key"];
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = sim(admin, &tls);
+    listening(admin).await;
+    assert_eq!(exchange(admin, &client(dir.path(), false), &readyz(admin)).await, Ok(200));
+    assert_plaintext_unanswered(admin).await;
+    drop(server);
+
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _server = sim(admin, &[&tls[..], &["--admin-tls-client-ca", "ca.pem"]].concat());
+    listening(admin).await;
+    let anonymous = exchange(admin, &client(dir.path(), false), &readyz(admin)).await;
+    assert!(anonymous.is_err(), "no client certificate: {anonymous:?}");
+    assert_eq!(exchange(admin, &client(dir.path(), true), &readyz(admin)).await, Ok(200));
+
+    for args in [
+        &["sim", "jobserver", "--admin-tls-cert", "server.pem"][..],
+        &["probe", "--admin-tls-cert", "server.pem", "--admin-tls-key", "server.key"],
+    ] {
+        let out = Command::new(BIN).args(args).current_dir(dir.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains("--admin-tls"), "{args:?}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,12 +136,7 @@ async fn collector_serves_https_and_mutual_tls() {
     let server = collector(dir.path(), addr, &tls);
     listening(addr).await;
     assert_eq!(post_event(addr, &client(dir.path(), false)).await, Ok(202));
-    // Plaintext on the TLS port gets no HTTP answer.
-    let mut plain = TcpStream::connect(addr).await.unwrap();
-    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut answer)).await;
-    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/"), "plaintext was answered");
+    assert_plaintext_unanswered(addr).await;
     drop(server);
 
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
