@@ -395,3 +395,74 @@ async fn request_limits_hold_end_to_end_on_nats_and_postgres() {
     let pg = switchboard_testkit::PostgresServer::start();
     limits_hold_end_to_end(&Tracker::with_backends(&nats.url, &pg.url)).await;
 }
+
+/// Events labelled `messageId` `first..last` (and `extra` unlabelled ones after them).
+fn labelled(ids: impl IntoIterator<Item = i64>, unlabelled: i64) -> Vec<u8> {
+    let mut events: Vec<Value> = ids
+        .into_iter()
+        .map(|i| {
+            let mut e = event(i);
+            e["messageId"] = json!(format!("msg-{i}"));
+            e
+        })
+        .collect();
+    events.extend((0..unlabelled).map(event));
+    serde_json::to_vec(&events).unwrap()
+}
+
+/// A client's retries never double count: the same `messageId` sent twice in one batch, in a
+/// whole batch retried after its 202 was lost, through another collector, and after the first
+/// collector was killed with -9, is stored and counted once; events without one are each
+/// counted, as before.
+async fn message_ids_are_counted_once(t: &Tracker) {
+    let mut a = t.collector(&[]);
+    let other =
+        Tracker { dir: tempfile::tempdir().unwrap(), ..Tracker::with_backends(&t.bus, &t.store) };
+    let mut b = other.collector(&[]);
+    let mut worker = t.worker(&[]);
+    t.wait_ready().await;
+    other.wait_ready().await;
+    let post = |t: &Tracker, body: Vec<u8>| {
+        let (client, url) = (t.client.clone(), format!("{}/track/batch", t.base));
+        async move {
+            let res = client.post(url).body(body).send().await.unwrap();
+            assert_eq!(res.status(), 202);
+            res.json::<Value>().await.unwrap()["accepted"].as_i64().unwrap()
+        }
+    };
+    // One batch with msg-0 twice and 10 unlabelled events; then the same batch again, as a
+    // client does whose 202 was lost, through the other collector.
+    let first = labelled((0..100).chain([0]), 10);
+    assert_eq!(post(t, first.clone()).await, 111);
+    assert_eq!(post(&other, first).await, 111);
+    // Overlapping ids through the first collector, which is then killed and restarted; the
+    // client, unsure, sends that batch once more.
+    let second = labelled(50..150, 0);
+    assert_eq!(post(t, second.clone()).await, 100);
+    a.kill9();
+    let mut a = t.collector(&[]);
+    t.wait_ready().await;
+    assert_eq!(post(t, second).await, 100);
+    // Last: one new id. The worker folds the journal in order, so once it is in, all is.
+    assert_eq!(post(t, labelled([1_000], 0)).await, 1);
+    let unique = 150 + 1 + 2 * 10;
+    t.wait_folded(unique).await;
+    t.assert_consistent().await;
+    let summary = t.get("/api/summary").await;
+    assert_eq!(summary["folded"], unique, "{summary}");
+    for p in [&mut a, &mut b, &mut worker] {
+        assert!(p.terminate().success());
+    }
+}
+
+#[tokio::test]
+async fn message_ids_are_counted_once_embedded() {
+    message_ids_are_counted_once(&Tracker::new()).await;
+}
+
+#[tokio::test]
+async fn message_ids_are_counted_once_on_nats_and_postgres() {
+    let nats = switchboard_testkit::NatsServer::start();
+    let pg = switchboard_testkit::PostgresServer::start();
+    message_ids_are_counted_once(&Tracker::with_backends(&nats.url, &pg.url)).await;
+}

@@ -3,7 +3,10 @@
 //! Validation is hand-rolled over a `serde_json` map rather than a derived `Deserialize`
 //! because a client deserves *every* problem in one answer, not just the first one serde
 //! trips over. A valid event gets a unique id at ingest ([`Event::id`]) so every later stage
-//! (bus redelivery, worker retry) can be idempotent.
+//! (bus redelivery, worker retry) can be idempotent. An event that carries a client-supplied
+//! `messageId` (the Segment/RudderStack convention) gets an id derived from it instead, so a
+//! client's retry of the same event — in another batch, through another collector, after a
+//! crash — has the same id and is stored and counted once.
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -12,13 +15,15 @@ use switchboard_core::Clock;
 
 /// Longest accepted `objectType`, `action` or `subjectType`, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
+/// Longest accepted `messageId`, in bytes.
+pub const MAX_MESSAGE_ID_BYTES: usize = 64;
 
 /// Timestamps below this are Unix seconds, at or above it Unix milliseconds
 /// (1e11 s is the year 5138, 1e11 ms is 1973: no overlap with plausible events).
 const SECONDS_CEILING: i64 = 100_000_000_000;
 
-const FIELDS: [&str; 6] =
-    ["objectId", "objectType", "action", "subjectId", "subjectType", "datetimeStamp"];
+const FIELDS: [&str; 7] =
+    ["objectId", "objectType", "action", "subjectId", "subjectType", "datetimeStamp", "messageId"];
 
 /// One accepted event, as journaled, published on the bus and stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +94,10 @@ impl Validator {
             report(key, "unknown field".to_owned());
         }
         let object_id = id_field(map, "objectId", &mut report);
+        let message_id = match map.get("messageId") {
+            None => None,
+            Some(_) => string_field(map, "messageId", MAX_MESSAGE_ID_BYTES, &mut report),
+        };
         let object_type = name_field(map, "objectType", &mut report);
         let action = name_field(map, "action", &mut report);
         let subject_id = id_field(map, "subjectId", &mut report);
@@ -99,7 +108,7 @@ impl Validator {
             return None;
         }
         Some(Event {
-            id: new_id(now),
+            id: message_id.map_or_else(|| new_id(now), |m| id_of_message(&m)),
             object_id: object_id?,
             object_type: object_type?,
             action: action?,
@@ -171,11 +180,21 @@ fn name_field(
     field: &str,
     report: &mut impl FnMut(&str, String),
 ) -> Option<String> {
+    string_field(map, field, MAX_NAME_BYTES, report)
+}
+
+/// A required, non-empty string of at most `max` bytes without control characters.
+fn string_field(
+    map: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    report: &mut impl FnMut(&str, String),
+) -> Option<String> {
     match map.get(field) {
         None => report(field, "required".to_owned()),
         Some(Value::String(s)) if s.is_empty() => report(field, "must not be empty".to_owned()),
-        Some(Value::String(s)) if s.len() > MAX_NAME_BYTES => {
-            report(field, format!("longer than {MAX_NAME_BYTES} bytes ({})", s.len()));
+        Some(Value::String(s)) if s.len() > max => {
+            report(field, format!("longer than {max} bytes ({})", s.len()));
         }
         Some(Value::String(s)) if s.chars().any(char::is_control) => {
             report(field, "contains control characters".to_owned());
@@ -193,6 +212,21 @@ fn new_id(now_ms: i64) -> String {
     let random: [u8; 10] = rand::random();
     let ms = u64::try_from(now_ms).unwrap_or(0);
     uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid().to_string()
+}
+
+/// The id of the event a client labelled `message_id`: the first 16 bytes of
+/// SHA-256(domain, message id) as a UUID v8. The same message id always gives the same id, so
+/// the raw table's primary key stores it once. Such ids are not time-ordered (a retry may
+/// come at any time), which costs some index locality for these events only.
+fn id_of_message(message_id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"switchboard.tracker.messageId\0")
+        .chain_update(message_id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
 }
 
 /// A short description of a JSON value for error messages (never echoes big payloads).
@@ -244,6 +278,29 @@ mod tests {
         let (ev, _) = check(json!({"objectId":2,"objectType":"user","action":"view",
             "subjectId":3,"subjectType":"article","datetimeStamp":NOW_MS - 5}));
         assert_eq!(ev.unwrap().ts_ms, NOW_MS - 5);
+    }
+
+    #[test]
+    fn a_message_id_gives_the_same_id_every_time_and_is_validated() {
+        let with = |m: Value| {
+            let mut v = json!({"objectId": 1, "objectType": "user", "action": "view",
+                "subjectId": 2, "subjectType": "article", "datetimeStamp": 1_700_000_000});
+            v["messageId"] = m;
+            check(v)
+        };
+        let (a, _) = with(json!("retry-me"));
+        let (b, _) = with(json!("retry-me"));
+        let (c, _) = with(json!("another"));
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert!(with(json!("m".repeat(MAX_MESSAGE_ID_BYTES))).0.is_some());
+        for bad in [json!("m".repeat(MAX_MESSAGE_ID_BYTES + 1)), json!(""), json!(7), json!("a\nb")]
+        {
+            let (event, problems) = with(bad.clone());
+            assert!(event.is_none(), "{bad}");
+            assert_eq!(fields(&problems), ["messageId"], "{bad}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Idempotence comes from the raw table: `INSERT … ON CONFLICT (id) DO NOTHING RETURNING id`
 //! tells which events are new, and only those are counted. A redelivered batch (worker killed
-//! after commit but before ack) therefore changes nothing. Aggregation happens in memory per
+//! after commit but before ack), or a client's retry of events labelled with a `messageId`
+//! (whose ids derive from it), therefore changes nothing. Aggregation happens in memory per
 //! batch first, so the upserts touch one row per distinct key, not one per event.
 //!
 //! Both engines run the same SQL; the body is instantiated once per sqlx driver by a macro
@@ -85,8 +86,10 @@ macro_rules! fold_for {
                 if ids.len() == chunk.len() {
                     fresh.extend(chunk);
                 } else {
-                    let ids: std::collections::HashSet<String> = ids.into_iter().collect();
-                    fresh.extend(chunk.iter().filter(|e| ids.contains(&e.id)));
+                    // Taken out as matched: a chunk may hold one id twice (a client's
+                    // messageId repeated within a batch), and only one copy was stored.
+                    let mut ids: std::collections::HashSet<String> = ids.into_iter().collect();
+                    fresh.extend(chunk.iter().filter(|e| ids.remove(&e.id)));
                 }
             }
             let d = match all_new {
