@@ -48,6 +48,17 @@ pub(crate) async fn receive(
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
+    if token.node() != proxy.waiters.node() {
+        return match &proxy.forwarder {
+            Some(forwarder) => forwarder.forward(token, body).await,
+            None => answer(Delivery::Unknown, &token),
+        };
+    }
+    deliver(&proxy, token, body)
+}
+
+/// Hands a callback for one of this node's tokens to its held request.
+pub(crate) fn deliver(proxy: &Proxy, token: Token, body: bytes::Bytes) -> Response {
     let head = match ReportHead::parse(&body) {
         Ok(head) => head,
         Err(reason) => {

@@ -46,6 +46,8 @@ async fn launch(ctx: &Ctx) -> Result<(JobServer, ProxyHandle)> {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             upstream: format!("http://{}", server.addr()),
             public_url: None,
+            bus: "memory://".to_owned(),
+            node_id: 0,
             deadline: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(8),
             upstream_timeout: Duration::from_secs(5),

@@ -23,6 +23,9 @@ pub enum Error {
     /// An HTTP client could not be built or a request of a helper program failed.
     #[error("http client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The message bus joining proxy nodes failed (connect, subscribe).
+    #[error("bus")]
+    Bus(#[from] switchboard_bus::Error),
     /// The benchmark could not complete a phase.
     #[error("benchmark: {0}")]
     Bench(String),

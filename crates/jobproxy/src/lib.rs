@@ -5,8 +5,10 @@
 //! * `proxy` — the proxy role: HTTP front, held requests, passthrough, drain on shutdown.
 //! * `upstream` — one keep-alive connection per account to the job server, fed by a bounded
 //!   queue (the job server serves one connection per account at a time).
-//! * `waiter` — held requests keyed by a random 128-bit `token`, callback-before-start safe.
+//! * `waiter` — held requests keyed by a 128-bit `token` (node id + random bits),
+//!   callback-before-start safe.
 //! * `callback` — the `/callback/{token}` endpoint and its answers.
+//! * `forward` — callbacks for another node's tokens, forwarded to it over the bus.
 //! * `failure` — how a failed request is answered (502/503/504 with a JSON reason).
 //! * `job` — the job server's wire format.
 //! * `jobserver` — the simulator (`switchboard sim jobserver`), with fault injection.
@@ -20,6 +22,7 @@ mod callback;
 mod demo;
 mod error;
 mod failure;
+mod forward;
 mod job;
 mod jobclient;
 mod jobserver;

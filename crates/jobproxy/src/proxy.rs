@@ -48,6 +48,16 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_PUBLIC_URL", value_parser = checked_public_url)]
     pub public_url: Option<String>,
 
+    /// Message bus joining proxy nodes behind one public address (`nats://host:4222`): a
+    /// callback for another node's request is forwarded to it. `memory://`: a single node.
+    #[arg(long, env = "SWITCHBOARD_BUS", default_value = "memory://")]
+    pub bus: String,
+
+    /// This node's id (0–65535), carried in its callback tokens so that other nodes can
+    /// forward its callbacks; unique among the nodes sharing a bus (checked at start).
+    #[arg(long, env = "SWITCHBOARD_NODE_ID", default_value_t = 0)]
+    pub node_id: u16,
+
     /// How long a held request may wait for its job (start included) before a 504.
     #[arg(long, env = "SWITCHBOARD_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
@@ -94,6 +104,8 @@ pub struct Args {
 /// Shared state of one proxy.
 pub(crate) struct Proxy {
     pub waiters: Arc<Waiters>,
+    /// Sends callbacks for other nodes' tokens to them (`None`: a single node).
+    pub forwarder: Option<crate::forward::Forwarder>,
     /// `--max-body`: the callback endpoint reads its body itself to tell the held request.
     pub max_body: usize,
     upstream: Arc<Upstream>,
@@ -138,6 +150,8 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let addr = listener.local_addr()?;
     let public_url = public_url(args.public_url.as_deref(), addr)?;
     let shutdown = ctx.shutdown.clone();
+    let bus = switchboard_bus::Bus::connect(&args.bus).await?;
+    let shared_bus = bus.kind() != "memory";
     let config = LinkConfig {
         queue: args.account_queue.get(),
         max_links: args.max_links.get(),
@@ -146,7 +160,8 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
         max_body: args.max_body,
     };
     let proxy = Arc::new(Proxy {
-        waiters: Arc::new(Waiters::default()),
+        waiters: Arc::new(Waiters::on_node(args.node_id)),
+        forwarder: shared_bus.then(|| crate::forward::Forwarder::new(bus.clone())),
         max_body: args.max_body,
         upstream: Upstream::new(target, config, ctx.tasks.clone(), shutdown.clone()),
         public_url,
@@ -162,6 +177,9 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
         args.http.limits(args.max_held.get().saturating_add(SPARE_CONNECTIONS), "jobproxy");
     let tls = args.tls.server_config().map_err(|e| Error::config(e.to_string()))?;
     let stopped = CancellationToken::new();
+    if shared_bus {
+        crate::forward::serve(&bus, Arc::clone(&proxy), stopped.clone()).await?;
+    }
     let done = stopped.clone();
     ctx.spawn(async move {
         let drained = async move {
@@ -182,7 +200,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
         done.cancel();
     });
     ctx.health.set_ready("jobproxy", true);
-    tracing::info!(%addr, upstream = %switchboard_core::redact::url(&args.upstream), public_url = %proxy.public_url, "jobproxy listening");
+    tracing::info!(%addr, upstream = %switchboard_core::redact::url(&args.upstream), public_url = %proxy.public_url, node = args.node_id, bus = bus.kind(), "jobproxy listening");
     Ok(ProxyHandle { addr, waiters: Arc::clone(&proxy.waiters), stopped })
 }
 

@@ -58,6 +58,8 @@ pub(crate) struct Waiters {
     // A std Mutex: held for a map operation only, never across an await.
     inner: Mutex<Inner>,
     held: watch::Sender<usize>,
+    /// This node's id, put in every token it mints.
+    node: u16,
 }
 
 #[derive(Default)]
@@ -90,15 +92,25 @@ enum Ending {
 
 impl Default for Waiters {
     fn default() -> Self {
-        Self { inner: Mutex::default(), held: watch::Sender::new(0) }
+        Self::on_node(0)
     }
 }
 
 impl Waiters {
+    /// The registry of node `node`: its tokens carry that id.
+    pub fn on_node(node: u16) -> Self {
+        Self { inner: Mutex::default(), held: watch::Sender::new(0), node }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> u16 {
+        self.node
+    }
+
     /// Registers a new held request; the receiver yields the callback body.
     pub fn hold(self: &Arc<Self>) -> (Hold, oneshot::Receiver<Report>) {
         let (tx, rx) = oneshot::channel();
-        let token = Token::mint();
+        let token = Token::mint_on(self.node);
         let mut inner = self.lock();
         inner.pending.insert(token, Pending { tx, job: Job::Starting { early: None } });
         self.set_held(inner.pending.len());
