@@ -11,6 +11,10 @@
 //!   line at most once a second), so a flood is refused rather than stalling the listener.
 //! * **Graceful stop**: on `shutdown` the listener closes, idle connections are closed and
 //!   in-flight requests finish.
+//! * **Lingering close** ([`linger`]): a closed connection is drained briefly, so an early
+//!   answer (413 to an oversized upload) reaches the client instead of a TCP reset.
+mod linger;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,9 +173,13 @@ pub async fn serve(
                 let handshake =
                     tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
                 if let Ok(Ok(stream)) = handshake.await {
+                    let (stream, back) = linger::Reclaim::new(stream);
                     let conn = http1.serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    if let Ok(stream) = back.await {
+                        linger::linger(stream).await;
                     }
                 }
             } else {
@@ -182,10 +190,15 @@ pub async fn serve(
                 let spoke =
                     tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await;
                 if matches!(spoke, Ok(Ok(n)) if n > 0) {
+                    let (stream, back) = linger::Reclaim::new(stream);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    // Back once hyper (or an upgraded connection) is done with it.
+                    if let Ok(stream) = back.await {
+                        linger::linger(stream).await;
                     }
                 }
             }
@@ -196,4 +209,37 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// An upload far over the body limit is refused 413 before the body is read; the client,
+    /// still writing, must be able to finish writing and then read that answer. Without the
+    /// lingering close its writes fail with a reset, and HTTP clients that see the write fail
+    /// (hyper's, so reqwest's) report a broken connection instead of the 413.
+    #[tokio::test]
+    async fn an_early_413_reaches_a_client_still_sending_its_body() {
+        let app = Router::new()
+            .route("/", axum::routing::post(|_: axum::body::Bytes| async { "ok" }))
+            .layer(axum::extract::DefaultBodyLimit::max(1024));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits::new(DEFAULT_HEADER_TIMEOUT, 16, "test");
+        tokio::spawn(serve(listener, app, limits, None, "test", std::future::pending()));
+        for _ in 0..5 {
+            let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let body = vec![b'x'; 16 << 20];
+            let head =
+                format!("POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", body.len());
+            client.write_all(head.as_bytes()).await.unwrap();
+            client.write_all(&body).await.expect("the server drains what it did not read");
+            let mut answer = Vec::new();
+            let read = client.read_to_end(&mut answer).await;
+            let text = String::from_utf8_lossy(&answer);
+            assert!(text.starts_with("HTTP/1.1 413"), "{read:?}: {text:?}");
+        }
+    }
 }
