@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use switchboard_core::{Clock, Ctx};
 use tokio::time::Instant;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -67,9 +68,13 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Give up a connection attempt (TCP + websocket handshake) after this long.
+    /// Give up a connection attempt (TCP + TLS + websocket handshake) after this long.
     #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+
+    /// TLS for a `wss://` server.
+    #[command(flatten)]
+    pub tls: switchboard_core::tls::ClientTlsArgs,
 }
 
 impl Args {
@@ -103,6 +108,22 @@ fn ws_config(limits: FrameLimits) -> WebSocketConfig {
     WebSocketConfig::default().max_message_size(Some(cap)).max_frame_size(Some(cap))
 }
 
+/// How to dial `server`: plain for `ws://`; for `wss://`, TLS trusting `--tls-ca` only (as
+/// every client of the binary does), with a client certificate when `--tls-cert` is set.
+fn connector(
+    server: &str,
+    shown: &str,
+    tls: &switchboard_core::tls::ClientTlsArgs,
+) -> Result<Connector> {
+    let wss = server.starts_with("wss://");
+    match tls.client_config().map_err(|e| Error::config(e.to_string()))? {
+        Some(config) if wss => Ok(Connector::Rustls(config)),
+        None if !wss => Ok(Connector::Plain),
+        Some(_) => Err(Error::config(format!("--server {shown}: --tls-ca needs a wss:// URL"))),
+        None => Err(Error::config(format!("--server {shown}: wss:// needs --tls-ca"))),
+    }
+}
+
 /// A flag struct as clap fills it with no flags given (defaults and `SWITCHBOARD_*` vars).
 pub(crate) fn defaults<A: clap::Args + clap::FromArgMatches>(name: &'static str) -> Result<A> {
     let matches = A::augment_args(clap::Command::new(name))
@@ -118,9 +139,12 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
     }
     // Validate the URL once, up front: a typo is a startup error, not an endless retry.
     switchboard_core::url::websocket("--server", &args.server).map_err(Error::config)?;
-    args.server.as_str().into_client_request().map_err(|e| {
-        Error::config(format!("--server {}: {e}", switchboard_core::redact::url(&args.server)))
-    })?;
+    let shown = switchboard_core::redact::url(&args.server);
+    args.server
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Error::config(format!("--server {shown}: {e}")))?;
+    let connector = connector(&args.server, &shown, &args.tls)?;
 
     let outbox = Arc::new(Outbox::new(args.max_queued_reports));
     let schedule = Schedule::new(args.interval, clock);
@@ -134,10 +158,11 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
     loop {
         let attempt = tokio::time::timeout(
             args.connect_timeout,
-            tokio_tungstenite::connect_async_with_config(
+            tokio_tungstenite::connect_async_tls_with_config(
                 args.server.as_str(),
                 Some(ws_config),
                 true,
+                Some(connector.clone()),
             ),
         );
         let outcome = tokio::select! {
@@ -146,7 +171,7 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
         };
         let wait = match outcome {
             Ok(Ok((ws, _))) => {
-                tracing::info!(server = %args.server, queued = outbox.len(), "connected");
+                tracing::info!(server = %shown, queued = outbox.len(), "connected");
                 metrics::counter!("aggregator_connections_total").increment(1);
                 connected.set(1.0);
                 ctx.health.set_ready("aggregator", true);
@@ -165,12 +190,12 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
             }
             Ok(Err(e)) => {
                 let wait = backoff.next_delay();
-                tracing::warn!(server = %args.server, error = %e, retry_in = ?wait, "connect failed");
+                tracing::warn!(server = %shown, error = %e, retry_in = ?wait, "connect failed");
                 wait
             }
             Err(_) => {
                 let wait = backoff.next_delay();
-                tracing::warn!(server = %args.server, timeout = ?args.connect_timeout, retry_in = ?wait, "connect timed out");
+                tracing::warn!(server = %shown, timeout = ?args.connect_timeout, retry_in = ?wait, "connect timed out");
                 wait
             }
         };

@@ -2,7 +2,7 @@
 //! verify it against a CA; with a client CA on the console, agents must present certificates
 //! too (mutual TLS). Without these flags the stream is plaintext and only the token protects
 //! it — fine on loopback or inside a private network, not across untrusted ones.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -12,20 +12,13 @@ use crate::{Error, Result};
 /// `--tls-client-ca`).
 pub use switchboard_core::tls::TlsArgs as ServerTls;
 
-/// Agent TLS flags.
+/// Agent TLS flags: every client's (`--tls-ca`, `--tls-cert`, `--tls-key`) and the name to
+/// expect.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AgentTls {
-    /// PEM CA that signed the console's certificate; enables TLS (dial an `https://` URL).
-    #[arg(long, env = "SWITCHBOARD_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-
-    /// PEM client certificate for mutual TLS (needs --tls-key and --tls-ca).
-    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    /// The CA to trust and the agent's own certificate (mutual TLS).
+    #[command(flatten)]
+    pub client: switchboard_core::tls::ClientTlsArgs,
 
     /// Name the console's certificate must carry (default: the host of --server).
     #[arg(long, env = "SWITCHBOARD_TLS_DOMAIN", requires = "tls_ca")]
@@ -52,10 +45,11 @@ impl AgentTls {
     /// # Errors
     /// A file cannot be read.
     pub(crate) async fn load(&self) -> Result<Option<ClientTlsConfig>> {
-        let Some(ca) = &self.tls_ca else { return Ok(None) };
+        let flags = &self.client;
+        let Some(ca) = &flags.tls_ca else { return Ok(None) };
         let mut config =
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca).await?));
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+        if let (Some(cert), Some(key)) = (&flags.tls_cert, &flags.tls_key) {
             config = config.identity(Identity::from_pem(read(cert).await?, read(key).await?));
         }
         if let Some(domain) = &self.tls_domain {

@@ -1,7 +1,49 @@
 //! Secrets kept out of output. Every URL that can reach an error, a log line, a trace or a
-//! metric goes through [`url`] first; tokens are never printed at all.
+//! metric goes through [`url`] first; a token that a log line must name (to correlate lines)
+//! goes through [`token`], and other tokens are never printed at all.
 //!
 //! One function for every crate, so a new credential form is handled everywhere at once.
+
+use std::fmt;
+
+/// Characters of a token that [`token`] shows.
+const TOKEN_SHOWN: usize = 4;
+
+/// `secret` shown as its first 4 characters and `…`: enough to tell log lines of different
+/// tokens apart, far too little to use. Formats lazily (nothing is allocated).
+pub fn token<T: fmt::Display>(secret: T) -> Token<T> {
+    Token(secret)
+}
+
+/// See [`token`].
+pub struct Token<T>(T);
+
+impl<T: fmt::Display> fmt::Display for Token<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Passes the first `left` characters through and notes whether more came.
+        struct Prefix<'a, 'b> {
+            out: &'a mut fmt::Formatter<'b>,
+            left: usize,
+            cut: bool,
+        }
+        impl fmt::Write for Prefix<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                for c in s.chars() {
+                    if self.left == 0 {
+                        self.cut = true;
+                        return Ok(());
+                    }
+                    self.out.write_char(c)?;
+                    self.left -= 1;
+                }
+                Ok(())
+            }
+        }
+        let mut prefix = Prefix { out: f, left: TOKEN_SHOWN, cut: false };
+        fmt::write(&mut prefix, format_args!("{}", self.0))?;
+        if prefix.cut { f.write_str("…") } else { Ok(()) }
+    }
+}
 
 /// Query parameters whose values are secrets (PostgreSQL, NATS, generic).
 const SECRET_PARAMS: [&str; 6] = ["password", "sslpassword", "token", "secret", "key", "pass"];
@@ -61,7 +103,15 @@ pub fn url(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::url;
+    use super::{token, url};
+
+    #[test]
+    fn tokens_show_only_their_start() {
+        assert_eq!(token("0001a2b3c4d5e6f7").to_string(), "0001…");
+        assert_eq!(token(0xdead_beef_u32).to_string(), "3735…");
+        assert_eq!(token("abc").to_string(), "abc");
+        assert_eq!(token("ééééé").to_string(), "éééé…");
+    }
 
     #[test]
     fn credentials_are_masked() {

@@ -1,11 +1,13 @@
 //! TLS for our HTTP listeners, with the flags every TLS-capable role shares:
 //! `--tls-cert`/`--tls-key` (the server's identity) and `--tls-client-ca` (mutual TLS: clients
 //! must present a certificate signed by it). rustls on ring; TLS 1.2 and 1.3; HTTP/1.1.
+//! Clients dialling `https://` or `wss://` take [`ClientTlsArgs`]: `--tls-ca` (the CA they
+//! trust) and, for mutual TLS, `--tls-cert`/`--tls-key`.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -36,6 +38,52 @@ pub struct TlsArgs {
     /// PEM CA that must have signed every client's certificate (mutual TLS).
     #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+}
+
+/// TLS flags of a client (`presence client(s)`, `presence online`, `aggregator`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// PEM CA that signed the server's certificate; needed to dial an `https://` or `wss://`
+    /// URL (only this CA is trusted).
+    #[arg(long, env = "SWITCHBOARD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (needs --tls-key and --tls-ca).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The rustls configuration these flags describe (trusting `--tls-ca` only, presenting
+    /// `--tls-cert` when set), or `None` without `--tls-ca`.
+    ///
+    /// # Errors
+    /// A file is missing or holds no usable certificate or key (a configuration error).
+    pub fn client_config(&self) -> Result<Option<Arc<ClientConfig>>> {
+        let Some(ca) = &self.tls_ca else { return Ok(None) };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certificates(ca)? {
+            roots.add(c).map_err(|e| bad(ca, &e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let chain = certificates(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| tls_error(format!("{}: {e}", cert.display())))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Some(Arc::new(config)))
+    }
 }
 
 /// TLS flags of the admin server (`/healthz`, `/readyz`, `/metrics`), taken by every command;

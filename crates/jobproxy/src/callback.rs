@@ -1,6 +1,7 @@
 //! The callback endpoint: `POST /callback/{token}` with the job report as the body.
 //!
-//! The token (128 random bits, minted before the job started) finds the held request; the
+//! The token (the node id and 112 random bits, minted before the job started; logged only
+//! as its first 4 hex digits, the node id) finds the held request; the
 //! report's `id` must then match the job started for it. Answers: 200 delivered, 202 parked
 //! (arrived before the start response), 404 unknown token, 409 duplicate or id mismatch,
 //! 410 the held request already ended, 400 not a job report, 413 larger than `--max-body`
@@ -14,6 +15,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use switchboard_core::redact;
 
 use crate::job::ReportHead;
 use crate::proxy::Proxy;
@@ -38,13 +41,13 @@ pub(crate) async fn receive(
             );
             let held = proxy.waiters.refuse(token, reason.clone());
             metrics::counter!("jobproxy_callbacks_total", "outcome" => "oversized").increment(1);
-            tracing::warn!(%token, held, max_body = proxy.max_body, "callback body too large");
+            tracing::warn!(token = %redact::token(token), held, max_body = proxy.max_body, "callback body too large");
             let body = serde_json::json!({ "outcome": "oversized", "reason": reason });
             return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
         }
         // The job server went away mid-body: nothing to answer, it will retry.
         Err(e) => {
-            tracing::info!(%token, error = %e, "callback body could not be read");
+            tracing::info!(token = %redact::token(token), error = %e, "callback body could not be read");
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
@@ -63,7 +66,7 @@ pub(crate) fn deliver(proxy: &Proxy, token: Token, body: bytes::Bytes) -> Respon
         Ok(head) => head,
         Err(reason) => {
             metrics::counter!("jobproxy_callbacks_total", "outcome" => "invalid").increment(1);
-            tracing::warn!(%token, reason, "callback body is not a job report");
+            tracing::warn!(token = %redact::token(token), reason, "callback body is not a job report");
             let body = serde_json::json!({ "outcome": "invalid", "reason": reason });
             return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
@@ -76,9 +79,11 @@ fn answer(outcome: Delivery, token: &dyn std::fmt::Display) -> Response {
     outcome.count();
     match outcome {
         Delivery::Delivered | Delivery::Parked => {
-            tracing::debug!(%token, outcome = outcome.label(), "callback accepted");
+            tracing::debug!(token = %redact::token(token), outcome = outcome.label(), "callback accepted");
         }
-        _ => tracing::info!(%token, outcome = outcome.label(), "callback rejected"),
+        _ => {
+            tracing::info!(token = %redact::token(token), outcome = outcome.label(), "callback rejected")
+        }
     }
     outcome.into_response()
 }

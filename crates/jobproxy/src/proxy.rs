@@ -148,7 +148,8 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
         .await
         .map_err(|source| Error::Bind { addr: args.listen, source })?;
     let addr = listener.local_addr()?;
-    let public_url = public_url(args.public_url.as_deref(), addr)?;
+    let tls = args.tls.server_config().map_err(|e| Error::config(e.to_string()))?;
+    let public_url = public_url(args.public_url.as_deref(), addr, tls.is_some())?;
     let shutdown = ctx.shutdown.clone();
     let bus = switchboard_bus::Bus::connect(&args.bus).await?;
     let shared_bus = bus.kind() != "memory";
@@ -175,7 +176,6 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let drain_timeout = args.drain_timeout;
     let limits =
         args.http.limits(args.max_held.get().saturating_add(SPARE_CONNECTIONS), "jobproxy");
-    let tls = args.tls.server_config().map_err(|e| Error::config(e.to_string()))?;
     let stopped = CancellationToken::new();
     if shared_bus {
         crate::forward::serve(&bus, Arc::clone(&proxy), stopped.clone()).await?;
@@ -210,15 +210,18 @@ const SPARE_CONNECTIONS: usize = 1024;
 /// Rejects a bad `--public-url` while parsing flags (so the binary exits 64).
 fn checked_public_url(url: &str) -> Result<String, String> {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-    public_url(Some(url), unspecified).map_err(|e| e.to_string())
+    public_url(Some(url), unspecified, false).map_err(|e| e.to_string())
 }
 
-fn public_url(given: Option<&str>, addr: SocketAddr) -> Result<String> {
+/// `--public-url`, or the listener's own address (`https://` when it serves TLS, so the job
+/// server's callbacks speak what the listener speaks).
+fn public_url(given: Option<&str>, addr: SocketAddr, tls: bool) -> Result<String> {
+    let scheme = if tls { "https" } else { "http" };
     let url = match given {
         Some(u) => u.trim_end_matches('/').to_owned(),
         // A wildcard address is not reachable as such; loopback is the only safe guess.
-        None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
-        None => format!("http://{addr}"),
+        None if addr.ip().is_unspecified() => format!("{scheme}://127.0.0.1:{}", addr.port()),
+        None => format!("{scheme}://{addr}"),
     };
     match url.parse::<http::Uri>() {
         Ok(u) if u.scheme().is_some() && u.authority().is_some() => Ok(url),
@@ -266,7 +269,8 @@ impl Proxy {
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + self.deadline);
         let (hold, report) = self.waiters.hold();
-        Span::current().record("token", tracing::field::display(hold.token()));
+        let shown = switchboard_core::redact::token(hold.token());
+        Span::current().record("token", tracing::field::display(shown));
         let account = request.account.clone();
         let upstream_body =
             request.into_async(&format!("{}/callback/{}", self.public_url, hold.token()));

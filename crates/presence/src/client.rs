@@ -184,7 +184,7 @@ impl Client {
         }
         let gateways = gateways
             .iter()
-            .map(|g| target.tls.apply("--gateway", tune(endpoint(g)?)))
+            .map(|g| crate::tls::apply(&target.tls, "--gateway", tune(endpoint(g)?)))
             .collect::<Result<Vec<_>>>()?;
         let token = match &target.client_auth_key {
             Some(key) => Some(Token::Derived(Arc::new(ClientAuth::new(key)?))),

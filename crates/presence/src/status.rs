@@ -198,7 +198,7 @@ pub async fn fetch_online(url: &str) -> Result<u64> {
 /// A bad URL or TLS file, the service is unreachable or answers with an error.
 pub async fn fetch_online_with(url: &str, tls: &ClientTls) -> Result<u64> {
     let uri = switchboard_core::url::http("--status", url).map_err(Error::config)?;
-    let endpoint = tls.apply("--status", tonic::transport::Endpoint::from(uri))?;
+    let endpoint = crate::tls::apply(tls, "--status", tonic::transport::Endpoint::from(uri))?;
     let mut client =
         crate::proto::status_reader_client::StatusReaderClient::new(endpoint.connect().await?);
     let res =

@@ -1,7 +1,7 @@
 //! TLS for the gateway and status listeners (`--tls-cert/--tls-key/--tls-client-ca`, the flags
 //! every listener of the binary shares) and for clients dialling `https://` (`--tls-ca`, and a
 //! client certificate when the server asks for one).
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use switchboard_core::tls::TlsArgs;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
@@ -21,48 +21,36 @@ pub(crate) fn server(flags: &TlsArgs) -> Result<Option<ServerTlsConfig>> {
     Ok(Some(config))
 }
 
-/// TLS flags of a client (`presence client(s)`, `presence online`).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ClientTls {
-    /// PEM CA that signed the server's certificate; needed to dial an `https://` URL.
-    #[arg(long, env = "SWITCHBOARD_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// PEM client certificate, for a server that requires one (needs --tls-key and --tls-ca).
-    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-}
+/// TLS flags of a client (`presence client(s)`, `presence online`): core's, shared with every
+/// client of the binary.
+pub use switchboard_core::tls::ClientTlsArgs as ClientTls;
 
-impl ClientTls {
-    /// `endpoint` (the value of `flag`) with TLS when its scheme is `https`.
-    ///
-    /// # Errors
-    /// `https://` without `--tls-ca`, `--tls-ca` with `http://`, or an unreadable file.
-    pub(crate) fn apply(&self, flag: &str, endpoint: Endpoint) -> Result<Endpoint> {
-        let https = endpoint.uri().scheme_str() == Some("https");
-        let Some(ca) = &self.tls_ca else {
-            if https {
-                return Err(Error::config(format!(
-                    "{flag} {}: https:// needs --tls-ca",
-                    endpoint.uri()
-                )));
-            }
-            return Ok(endpoint);
-        };
-        if !https {
+/// `endpoint` (the value of `flag`) with TLS when its scheme is `https`.
+///
+/// # Errors
+/// `https://` without `--tls-ca`, `--tls-ca` with `http://`, or an unreadable file.
+pub(crate) fn apply(tls: &ClientTls, flag: &str, endpoint: Endpoint) -> Result<Endpoint> {
+    let https = endpoint.uri().scheme_str() == Some("https");
+    let Some(ca) = &tls.tls_ca else {
+        if https {
             return Err(Error::config(format!(
-                "{flag} {}: --tls-ca needs an https:// URL",
+                "{flag} {}: https:// needs --tls-ca",
                 endpoint.uri()
             )));
         }
-        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        Ok(endpoint.tls_config(config)?)
+        return Ok(endpoint);
+    };
+    if !https {
+        return Err(Error::config(format!(
+            "{flag} {}: --tls-ca needs an https:// URL",
+            endpoint.uri()
+        )));
     }
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) {
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(endpoint.tls_config(config)?)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
