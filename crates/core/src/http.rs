@@ -11,9 +11,14 @@
 //!   line at most once a second), so a flood is refused rather than stalling the listener.
 //! * **Graceful stop**: on `shutdown` the listener closes, idle connections are closed and
 //!   in-flight requests finish.
+//! * **Front** ([`Front`], optional): serves the requests it knows before hyper, in less
+//!   memory per connection, and hands the connection to the router at the first it does not.
 //! * **Lingering close** ([`linger`]): a closed connection is drained briefly, so an early
 //!   answer (413 to an oversized upload) reaches the client instead of a TCP reset.
+mod front;
 mod linger;
+
+pub use front::{Front, Io, Served};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,10 +27,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 
@@ -118,6 +124,23 @@ pub async fn serve(
     server: &'static str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    serve_with_front(listener, None, app, limits, tls, server, shutdown).await
+}
+
+/// [`serve`], with `front` serving each connection first and handing it to `app` at the
+/// first request it leaves to the router (see [`Front`]).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_front(
+    listener: TcpListener,
+    front: Option<Arc<dyn Front>>,
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    server: &'static str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -125,6 +148,8 @@ pub async fn serve(
     let http1 = Arc::new(http1);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Tells front-served connections to stop reading requests (hyper's get `graceful`).
+    let stop = CancellationToken::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder
@@ -161,54 +186,105 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (app, builder, http1, tls, open) =
-            (app.clone(), Arc::clone(&builder), Arc::clone(&http1), tls.clone(), open.clone());
-        let watcher = graceful.watcher();
+        let conn = Connection {
+            app: app.clone(),
+            front: front.clone(),
+            builder: Arc::clone(&builder),
+            http1: Arc::clone(&http1),
+            limits,
+            stop: stop.clone(),
+            watcher: graceful.watcher(),
+        };
+        let (tls, open) = (tls.clone(), open.clone());
         open.increment(1.0);
-        tokio::spawn(async move {
-            let service = TowerToHyperService::new(app);
-            if let Some(acceptor) = tls {
-                // The handshake counts against the header timeout; then HTTP/1.1 (the only
-                // protocol offered by ALPN), whose header timer covers silent clients.
+        let over_tls = tls.is_some();
+        let task = async move {
+            // The handshake, or the first byte, must come within the header timeout: hyper's
+            // header timer (and a front's) starts once bytes arrive, and the HTTP/1-or-2
+            // detection before it waits without a limit.
+            let io: Option<Box<dyn Io>> = if let Some(acceptor) = tls {
+                // Boxed: rustls's handshake state would otherwise stay in the task's state.
                 let handshake =
-                    tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
-                if let Ok(Ok(stream)) = handshake.await {
-                    let (stream, back) = linger::Reclaim::new(stream);
-                    let conn = http1.serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    if let Ok(stream) = back.await {
-                        linger::linger(stream).await;
-                    }
+                    tokio::time::timeout(limits.header_timeout, Box::pin(acceptor.accept(stream)));
+                match handshake.await {
+                    Ok(Ok(stream)) => Some(Box::new(stream)),
+                    _ => None,
                 }
             } else {
-                // hyper's header timer starts once it reads a head, but the HTTP/1-or-2
-                // detection before it waits for bytes without a limit: a silent client is
-                // closed here.
                 let mut first = [0u8; 1];
                 let spoke =
                     tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await;
-                if matches!(spoke, Ok(Ok(n)) if n > 0) {
-                    let (stream, back) = linger::Reclaim::new(stream);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    // Back once hyper (or an upgraded connection) is done with it.
-                    if let Ok(stream) = back.await {
-                        linger::linger(stream).await;
-                    }
-                }
+                matches!(spoke, Ok(Ok(n)) if n > 0).then(|| Box::new(stream) as Box<dyn Io>)
+            };
+            if let Some(io) = io {
+                conn.serve(io, over_tls, peer).await;
             }
             open.decrement(1.0);
             drop(permit);
-        });
+        };
+        tokio::spawn(task);
     }
     drop(listener);
+    stop.cancel();
     graceful.shutdown().await;
     Ok(())
+}
+
+/// What one connection's task needs.
+struct Connection {
+    app: Router,
+    front: Option<Arc<dyn Front>>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    http1: Arc<hyper::server::conn::http1::Builder>,
+    limits: Limits,
+    stop: CancellationToken,
+    /// Held until the connection is served, so the graceful shutdown waits for it.
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Serves `io` (front first, if any, then hyper) and closes it with a lingering close.
+    async fn serve(self, io: Box<dyn Io>, over_tls: bool, peer: std::net::SocketAddr) {
+        let Self { app, front, builder, http1, limits, stop, watcher } = self;
+        let io = match front {
+            None => io,
+            Some(front) => match front.serve(io, limits, stop).await {
+                Served::Closed(io) => {
+                    drop(watcher);
+                    linger::linger(io).await;
+                    return;
+                }
+                Served::Handoff(io, read) if read.is_empty() => io,
+                Served::Handoff(io, read) => Box::new(front::Rewind::new(io, read)),
+            },
+        };
+        let (io, back) = linger::Reclaim::new(io);
+        let service = TowerToHyperService::new(app);
+        // Boxed: hyper's connection state is allocated only for connections that reach it,
+        // not in every connection task (a front-served one stays small).
+        let served: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = if over_tls {
+            // ALPN offers HTTP/1.1 only.
+            let conn = watcher.watch(http1.serve_connection(TokioIo::new(io), service));
+            Box::pin(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            })
+        } else {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let conn = watcher.watch(conn.into_owned());
+            Box::pin(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            })
+        };
+        served.await;
+        // Back once hyper (or an upgraded connection) is done with it.
+        if let Ok(io) = back.await {
+            linger::linger(io).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -214,7 +214,7 @@ fn print(args: &BenchArgs, r: &Report) {
         mib(r.rss_peak)
     );
     println!("{:<48} {:>8.1} MiB", "  proxy RSS, maximum over the phase", mib(r.rss_max));
-    println!("{:<48} {:>9} B", "  RSS per held request (target < 16 KiB)", per_held);
+    println!("{:<48} {:>9} B", "  RSS per held request (target ≤ 4 KiB)", per_held);
     println!("{:<48} {:>5} → {}", "  proxy fds, before → after", r.fds_before, r.fds_after);
     println!(
         "{:<48} {:>12}",

@@ -23,6 +23,7 @@ mod demo;
 mod error;
 mod failure;
 mod forward;
+mod front;
 mod job;
 mod jobclient;
 mod jobserver;

@@ -173,6 +173,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     });
     let app = router(Arc::clone(&proxy), args.max_body);
     let (waiters, expired) = (Arc::clone(&proxy.waiters), proxy.drain_expired.clone());
+    let front_proxy = Arc::clone(&proxy);
     let drain_timeout = args.drain_timeout;
     let limits =
         args.http.limits(args.max_held.get().saturating_add(SPARE_CONNECTIONS), "jobproxy");
@@ -192,9 +193,18 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
                 waiters.idle().await;
             }
         };
-        if let Err(e) =
-            switchboard_core::http::serve(listener, app, limits, tls, "jobproxy", drained).await
-        {
+        let front: Arc<dyn switchboard_core::http::Front> =
+            Arc::new(crate::front::HeldFront { proxy: front_proxy });
+        let served = switchboard_core::http::serve_with_front(
+            listener,
+            Some(front),
+            app,
+            limits,
+            tls,
+            "jobproxy",
+            drained,
+        );
+        if let Err(e) = served.await {
             tracing::error!(error = %e, "jobproxy server failed");
         }
         done.cancel();
@@ -240,32 +250,82 @@ pub(crate) fn router(proxy: Arc<Proxy>, max_body: usize) -> Router {
 }
 
 async fn start_job(State(proxy): State<Arc<Proxy>>, body: Bytes) -> Result<Response, Failure> {
+    observed(proxy.start_job(body)).await
+}
+
+/// Runs a start request in its span; counted as `client_gone` if dropped before it ends.
+pub(crate) fn observed(
+    job: impl Future<Output = Result<Response, Failure>>,
+) -> impl Future<Output = Result<Response, Failure>> {
     let watch = ClientWatch::armed();
     let span = tracing::info_span!("jobproxy.start", account = Empty, token = Empty, job = Empty);
-    let result = proxy.start_job(body).instrument(span).await;
-    watch.disarm();
-    result
+    // Boxed and awaited by reference: awaiting a future taken by value keeps its space twice
+    // (the argument and the awaited copy), and a held request keeps this for its whole wait.
+    let mut job = Box::pin(job.instrument(span));
+    async move {
+        let result = (&mut job).await;
+        watch.disarm();
+        result
+    }
 }
 
 impl Proxy {
+    /// A start request of either kind, as axum hands it over.
     async fn start_job(&self, body: Bytes) -> Result<Response, Failure> {
         if self.shutdown.is_cancelled() {
             return Err(Failure::Draining);
         }
         let request = StartRequest::parse(&body).map_err(Failure::BadRequest)?;
+        if request.wait {
+            // Bytes may share the connection's read buffer: do not keep it alive while held.
+            drop(body);
+            return self.held_job(request).await;
+        }
         Span::current().record("account", request.account.as_str());
         // Passthroughs count too: each one may open an account link upstream.
-        let _permit = self.held_limit.try_acquire().map_err(|_| {
+        let _permit = self.permit()?;
+        let answer = self.upstream.start(&request.account, body).await?;
+        count("passthrough");
+        Ok(passthrough(answer))
+    }
+
+    /// A `wait:true` request: starts its job and waits for the report.
+    pub(crate) async fn held_job(&self, request: StartRequest) -> Result<Response, Failure> {
+        if self.shutdown.is_cancelled() {
+            return Err(Failure::Draining);
+        }
+        Span::current().record("account", request.account.as_str());
+        let _permit = self.permit()?;
+        // Boxed: the start's state (the upstream exchange) is freed once the job runs, so a
+        // held request keeps only what waiting needs.
+        // (In its own statement: a temporary of the `match` below would keep the unboxed
+        // future's space in this one's state.)
+        let begin = Box::pin(self.begin(request));
+        let waiting = match begin.await? {
+            Begun::Answered(response) => return Ok(response),
+            Begun::Waiting(waiting) => waiting,
+        };
+        let Waiting { hold, report, began, deadline } = waiting;
+        let body = self
+            .until(deadline, report)
+            .await?
+            .map_err(|_| Failure::Upstream("the held request was dropped".into()))?
+            .map_err(Failure::Upstream)?;
+        drop(hold);
+        metrics::histogram!("jobproxy_held_seconds").record(began.elapsed().as_secs_f64());
+        count("ok");
+        Ok(report_response(body))
+    }
+
+    fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+        self.held_limit.try_acquire().map_err(|_| {
             metrics::counter!("jobproxy_shed_total", "bound" => "max_held").increment(1);
             Failure::Shed("max_held")
-        })?;
-        if !request.wait {
-            let answer = self.upstream.start(&request.account, body).await?;
-            count("passthrough");
-            return Ok(passthrough(answer));
-        }
-        // Bytes may share the connection's read buffer: do not keep it alive while held.
-        drop(body);
+        })
+    }
+
+    /// Starts the job of a `wait:true` request upstream, with a callback to a fresh token.
+    async fn begin(&self, request: StartRequest) -> Result<Begun, Failure> {
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + self.deadline);
         let (hold, report) = self.waiters.hold();
@@ -281,21 +341,30 @@ impl Proxy {
         if head.state == "completed" || head.state == "failed" {
             // The job server finished at once (it ignored wait:false): that is the report.
             count("ok");
-            return Ok(report_response(started.body));
+            return Ok(Begun::Answered(report_response(started.body)));
         }
         drop(started);
         if let Some(parked) = self.waiters.started(hold.token(), &head.id) {
             parked.count();
         }
-        let body = self
-            .until(deadline, report)
-            .await?
-            .map_err(|_| Failure::Upstream("the held request was dropped".into()))?
-            .map_err(Failure::Upstream)?;
-        metrics::histogram!("jobproxy_held_seconds").record(began.elapsed().as_secs_f64());
-        count("ok");
-        Ok(report_response(body))
+        Ok(Begun::Waiting(Waiting { hold, report, began, deadline }))
     }
+}
+
+/// How a started job goes on.
+enum Begun {
+    /// The start answered with the report already.
+    Answered(Response),
+    /// The job runs; its report comes by callback.
+    Waiting(Waiting),
+}
+
+/// A held request whose job runs: all it keeps while it waits.
+struct Waiting {
+    hold: crate::waiter::Hold,
+    report: tokio::sync::oneshot::Receiver<crate::waiter::Report>,
+    began: Instant,
+    deadline: tokio::time::Instant,
 }
 
 impl Proxy {
@@ -340,8 +409,8 @@ fn count(outcome: &'static str) {
     metrics::counter!("jobproxy_requests_total", "outcome" => outcome).increment(1);
 }
 
-/// Counts requests whose client went away: hyper drops the handler future when the client's
-/// connection closes, so reaching `Drop` while armed means nobody is waiting any more.
+/// Counts requests whose client went away: hyper (and the [`front`](crate::front)) drops the
+/// handler future when the client's connection closes, so reaching `Drop` while armed means nobody is waiting any more.
 struct ClientWatch {
     armed: bool,
 }

@@ -408,3 +408,61 @@ async fn held_requests_get_503_draining_once_the_drain_timeout_passes() {
     assert!(std::net::TcpStream::connect(p.addr).is_err(), "the listener is closed");
     ctx.drain(Duration::from_secs(5)).await;
 }
+
+/// Reads `n` HTTP/1.1 responses (each with a `content-length`) from `conn`.
+async fn responses(conn: &mut tokio::net::TcpStream, n: usize) -> Vec<(u16, Vec<u8>)> {
+    use tokio::io::AsyncReadExt as _;
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    while out.len() < n {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut res = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = res.parse(&buf) {
+            let length = res.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length"));
+            let length: usize =
+                std::str::from_utf8(length.unwrap().value).unwrap().parse().unwrap();
+            if buf.len() >= len + length {
+                out.push((res.code.unwrap(), buf[len..len + length].to_vec()));
+                buf.drain(..len + length);
+                continue;
+            }
+        }
+        assert!(conn.read_buf(&mut buf).await.unwrap() > 0, "closed after {} answers", out.len());
+    }
+    out
+}
+
+/// Held requests pipelined on one connection are answered in order, and the first request
+/// the lean front end leaves to the router (here a 400) is still answered on that connection.
+#[tokio::test]
+async fn pipelined_held_requests_and_a_router_request_share_one_connection() {
+    use tokio::io::AsyncWriteExt as _;
+    let ctx = Ctx::new();
+    let server = sim(&ctx, &["--job-time", "50ms"]).await;
+    let p = proxy(&ctx, server.addr(), &[]).await;
+    let request = |body: &str| {
+        format!("POST /start HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+    };
+    let pipelined = [
+        request(r#"{"account":"a","wait":true}"#),
+        request(r#"{"account":"b","wait":true,"extra":[1,2]}"#),
+        request(r#"{"wait":true}"#),
+    ]
+    .concat();
+    let mut conn = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(pipelined.as_bytes()).await.unwrap();
+    let answers = responses(&mut conn, 3).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 400], "{answers:?}");
+    let (first, second) = (json_of(&answers[0].1), json_of(&answers[1].1));
+    assert_eq!(
+        (first["state"].as_str(), second["state"].as_str()),
+        (Some("completed"), Some("completed"))
+    );
+    assert_ne!(first["id"], second["id"]);
+    assert_eq!(json_of(&answers[2].1)["error"], "bad_request");
+    // The connection stays open for more, now served by the router.
+    conn.write_all(request(r#"{"account":"c","wait":true}"#).as_bytes()).await.unwrap();
+    assert_eq!(responses(&mut conn, 1).await[0].0, 200);
+    assert_eq!(p.held(), 0);
+    ctx.shutdown.cancel();
+}

@@ -93,7 +93,9 @@ pub(super) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
         return;
     }
     let end = tokio::time::Instant::now() + MAX;
-    let mut sink = [0u8; 2048];
+    // On the heap, and only now: an array here would sit in every connection task's state
+    // for the connection's whole life.
+    let mut sink = vec![0u8; 2048];
     loop {
         let pause = (tokio::time::Instant::now() + QUIET).min(end);
         match tokio::time::timeout_at(pause, io.read(&mut sink)).await {
