@@ -6,6 +6,9 @@
 //!    accounts: added latency over the job time (p50/p99), resident memory per held request,
 //!    and whether anything leaked (held gauge back to 0, file descriptors back to baseline).
 //!
+//! 4. With `--bench-nats`: the same bursts through three proxy nodes on that NATS server behind
+//!    one round-robin address (callbacks forwarded between nodes), next to the single node.
+//!
 //! The proxy runs as a child process (this binary) so `/proc` shows its memory alone; the
 //! simulator and the load generator run in this process.
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ use crate::{Error, Result, jobclient};
 
 mod child;
 mod load;
+mod nodes;
 
 use child::ProxyProcess;
 
@@ -51,6 +55,15 @@ pub struct BenchArgs {
     /// Client connections being set up at once (keeps the listen backlog from overflowing).
     #[arg(long, env = "SWITCHBOARD_CONNECTING", default_value_t = 256)]
     pub connecting: usize,
+
+    /// Also run the bursts through several proxy nodes joined on this NATS server (use a
+    /// throw-away one) behind one round-robin address.
+    #[arg(long, env = "SWITCHBOARD_BENCH_NATS")]
+    pub bench_nats: Option<String>,
+
+    /// Proxy nodes in the multi-node phase.
+    #[arg(long, env = "SWITCHBOARD_NODES", default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=16))]
+    pub nodes: u16,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +83,7 @@ struct Report {
     fds_before: usize,
     fds_after: usize,
     held_after: u64,
+    nodes: Option<nodes::NodesReport>,
 }
 
 /// Runs the benchmark and prints the table and the JSON line.
@@ -77,6 +91,10 @@ struct Report {
 /// # Errors
 /// A component cannot start or a phase cannot be measured.
 pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
+    if let Some(nats) = &args.bench_nats {
+        // Before the long single-node phases: a wrong URL is said at once.
+        switchboard_bus::Bus::connect(nats).await?;
+    }
     let sim_ctx = ctx.child();
     let server = JobServer::start(JobServerArgs::loopback(args.job_time), &sim_ctx).await?;
     let proxy =
@@ -87,8 +105,17 @@ pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
         () = ctx.shutdown.cancelled() => Err(Error::Bench("interrupted".into())),
     };
     proxy.stop().await;
+    let mut report = result?;
+    if let Some(nats) = &args.bench_nats {
+        server.set_job_time(args.job_time);
+        let upstream = format!("http://{}", server.addr());
+        let phase = nodes::run(&upstream, nats, args.nodes.into(), args.jobs, args.rounds);
+        report.nodes = Some(tokio::select! {
+            r = phase => r?,
+            () = ctx.shutdown.cancelled() => return Err(Error::Bench("interrupted".into())),
+        });
+    }
     sim_ctx.shutdown.cancel();
-    let report = result?;
     print(&args, &report);
     Ok(())
 }
@@ -221,9 +248,27 @@ fn print(args: &BenchArgs, r: &Report) {
         "  leaked (held gauge ≠ 0 or fds above baseline)",
         if leaked { "YES" } else { "no" }
     );
+    if let Some(n) = &r.nodes {
+        let best = n.bursts.first().copied().unwrap_or_default();
+        let median = n.bursts.get(n.bursts.len() / 2).copied().unwrap_or_default();
+        let via = format!("{} jobs via {} nodes behind one address", args.jobs, n.nodes);
+        println!("{:<48} {:>10.1} ms", format!("{via}, best"), ms(best));
+        println!("{:<48} {:>10.1} ms", format!("{via}, median"), ms(median));
+        println!("{:<48} {:>12}", "  failed jobs", n.failures);
+        println!("{:<48} {:>12}", "  callbacks forwarded between nodes", n.forwarded);
+    }
     if let Some(why) = &r.first_failure {
         println!("first failure: {why}");
     }
+    let nodes = r.nodes.as_ref().map(|n| {
+        serde_json::json!({
+            "nodes": n.nodes,
+            "burst_best_ms": n.bursts.first().map(|d| ms(*d)),
+            "burst_median_ms": n.bursts.get(n.bursts.len() / 2).map(|d| ms(*d)),
+            "failures": n.failures,
+            "forwarded": n.forwarded,
+        })
+    });
     let json = serde_json::json!({
         "bench": "jobproxy",
         "reference_job_ms": ms(r.reference),
@@ -245,6 +290,7 @@ fn print(args: &BenchArgs, r: &Report) {
         "fds_before": r.fds_before,
         "fds_after": r.fds_after,
         "leaked": leaked,
+        "multi_node": nodes,
     });
     println!("{json}");
 }

@@ -394,3 +394,26 @@ async fn three_nodes_behind_one_address_forward_callbacks_over_nats() {
     }
     drop(sim);
 }
+
+/// `bench jobproxy --bench-nats` runs the bursts through three nodes behind one address too,
+/// and callbacks cross between them (small held phase: this checks the wiring, not speed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_runs_three_nodes_behind_one_address() {
+    let nats = switchboard_testkit::NatsServer::start();
+    let mut bench = Command::new(BIN);
+    bench.args(["bench", "jobproxy", "--rounds", "1", "--held", "100", "--hold", "1s"]);
+    bench.args(["--bench-nats", &nats.url]).env("RUST_LOG", "warn").kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), bench.output())
+        .await
+        .expect("bench jobproxy within 120 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap()).expect("the JSON line comes last");
+    let nodes = &json["multi_node"];
+    assert_eq!(nodes["nodes"], 3, "{stdout}");
+    assert_eq!(nodes["failures"], 0, "{stdout}");
+    assert!(nodes["forwarded"].as_f64().unwrap() > 0.0, "no callback crossed nodes: {stdout}");
+    assert!(nodes["burst_best_ms"].as_f64().unwrap() < 5_000.0, "{stdout}");
+}

@@ -20,13 +20,23 @@ pub(crate) struct ProxyProcess {
 impl ProxyProcess {
     /// Starts `switchboard jobproxy` in front of `upstream` and waits until it is ready.
     pub async fn spawn(upstream: &str, max_held: usize) -> Result<Self> {
+        Self::spawn_on(free_addr()?, upstream, max_held, &[]).await
+    }
+
+    /// [`spawn`](Self::spawn) on `addr`, with `extra` flags (bus, node id, public URL).
+    pub async fn spawn_on(
+        addr: std::net::SocketAddr,
+        upstream: &str,
+        max_held: usize,
+        extra: &[String],
+    ) -> Result<Self> {
         let exe = std::env::current_exe()?;
-        let addr = free_addr()?;
         let admin = free_addr()?;
         let child = Command::new(exe)
             .args(["jobproxy", "--upstream", upstream, "--deadline", "120s"])
             .args(["--listen", &addr.to_string(), "--admin-addr", &admin.to_string()])
             .args(["--max-held", &max_held.to_string()])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -57,6 +67,17 @@ impl ProxyProcess {
         let value = text.lines().find_map(|l| l.strip_prefix("jobproxy_held_requests "));
         // Absent until the first request registered; a gauge prints as a float.
         Ok(value.and_then(|v| v.trim().parse::<f64>().ok()).map_or(0, |v| v as u64))
+    }
+
+    /// The sum of counter `name` over its label sets that contain `label` (0 while absent).
+    pub async fn counter(&self, name: &str, label: &str) -> Result<f64> {
+        let text = self.http.get(format!("{}/metrics", self.admin)).send().await?.text().await?;
+        let prefix = format!("{name}{{");
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// Resident set size in bytes.
@@ -93,7 +114,7 @@ impl ProxyProcess {
 }
 
 /// A loopback address that was free a moment ago.
-fn free_addr() -> Result<std::net::SocketAddr> {
+pub(crate) fn free_addr() -> Result<std::net::SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
 }
