@@ -13,13 +13,13 @@ use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::backoff::Backoff;
 use crate::intake::Intake;
 use crate::outbox::Outbox;
 use crate::protocol::FrameLimits;
 use crate::session::{self, End};
 use crate::window::{Limits, Schedule};
 use crate::{Error, Result};
+use switchboard_core::backoff::Backoff;
 
 /// `switchboard aggregator` flags.
 #[derive(Debug, Clone, clap::Args)]

@@ -14,7 +14,6 @@
 #![forbid(unsafe_code)]
 
 mod associations;
-mod backoff;
 mod bench;
 mod client;
 mod error;

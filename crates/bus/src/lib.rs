@@ -212,7 +212,16 @@ impl Bus {
         Self { engine: Engine::Memory(memory::MemoryBus::new()) }
     }
 
-    /// `"memory"` or `"nats"`, for logs and metrics labels.
+    /// `true` for `memory://`: what is published lives and dies with this process and reaches
+    /// only subscribers in it, so callers that need durability or other processes (a journal,
+    /// nodes forwarding to each other) must look elsewhere. `false` for NATS JetStream.
+    /// The one engine question callers ask; [`kind`](Self::kind) is for logs only.
+    pub fn is_process_local(&self) -> bool {
+        matches!(self.engine, Engine::Memory(_))
+    }
+
+    /// `"memory"` or `"nats"`, for logs and metrics labels (decide on
+    /// [`is_process_local`](Self::is_process_local), not on this).
     pub fn kind(&self) -> &'static str {
         match &self.engine {
             Engine::Memory(_) => "memory",

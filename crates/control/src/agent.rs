@@ -17,12 +17,12 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 use tracing::Instrument as _;
 
-use crate::backoff::Backoff;
 use crate::op::Limits;
 use crate::proto::Reply;
 use crate::rate::RateLimit;
 use crate::state::Machine;
 use crate::{Error, Result};
+use switchboard_core::backoff::Backoff;
 
 use session::SessionEnd;
 

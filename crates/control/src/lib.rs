@@ -9,7 +9,7 @@
 //!   * `fleet` — attached agents, their bounded command queues and pending replies.
 //!   * `console` — the command language, scripted/piped/interactive input, reply printing.
 //! * `agent` — `switchboard control agent`: the session loop, concurrent calculations,
-//!   reconnect with `backoff`.
+//!   reconnect with `switchboard_core::backoff`.
 //!   * `op` — the five operations and the validation of every untrusted argument.
 //!   * `state` — the unready/ready/terminated state machine (pure, property-tested).
 //!   * `rate` — the token bucket both ends use.
@@ -19,7 +19,6 @@
 
 mod agent;
 mod attach;
-mod backoff;
 mod bench;
 mod console;
 mod demo;

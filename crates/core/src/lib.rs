@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 mod error;
 pub mod grpc;

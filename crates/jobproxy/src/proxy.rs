@@ -152,7 +152,7 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let public_url = public_url(args.public_url.as_deref(), addr, tls.is_some())?;
     let shutdown = ctx.shutdown.clone();
     let bus = switchboard_bus::Bus::connect(&args.bus).await?;
-    let shared_bus = bus.kind() != "memory";
+    let shared_bus = !bus.is_process_local();
     let config = LinkConfig {
         queue: args.account_queue.get(),
         max_links: args.max_links.get(),

@@ -124,7 +124,7 @@ impl Default for GatewayArgs {
 /// The bus is unreachable or the address cannot be bound.
 pub async fn run(args: GatewayArgs, ctx: Ctx) -> Result<()> {
     let bus = Bus::connect(&args.bus).await?;
-    if bus.kind() == "memory" {
+    if bus.is_process_local() {
         tracing::warn!(
             "gateway on the memory bus: only a status service in this process sees its reports (use `presence all` or --bus nats://…)"
         );

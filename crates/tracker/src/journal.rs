@@ -41,7 +41,7 @@ pub enum Sink {
 impl Sink {
     /// The outbox for a memory bus (not durable), the stream otherwise.
     pub fn for_deployment(bus: &Bus, store: &Store) -> Self {
-        if bus.kind() == "memory" { Self::Outbox(store.clone()) } else { Self::Stream(bus.clone()) }
+        if bus.is_process_local() { Self::Outbox(store.clone()) } else { Self::Stream(bus.clone()) }
     }
 
     /// Creates the stream when the sink is one.

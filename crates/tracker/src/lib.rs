@@ -58,7 +58,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
         Command::Collector(args) => {
             let bus = Bus::connect(&args.backends.bus).await?;
             // With a durable bus the collector needs the store only to serve reports.
-            let needs_store = bus.kind() == "memory" || args.serve_api;
+            let needs_store = bus.is_process_local() || args.serve_api;
             let store =
                 if needs_store { Some(open_store(&args.backends.store).await?) } else { None };
             let sink = match &store {

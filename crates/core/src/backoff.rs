@@ -1,4 +1,5 @@
-//! Reconnect delays: exponential backoff with jitter.
+//! Reconnect delays: exponential backoff with jitter, for every client that reconnects (the
+//! aggregator to its server, control agents to their console).
 //!
 //! The n-th consecutive failure waits a random time in `[d/2, d]` with `d = min(max, min·2ⁿ)`
 //! ("equal jitter"): many clients that lost the same server do not come back in lockstep, and
@@ -9,7 +10,7 @@ use rand::Rng;
 
 /// Backoff state for one reconnecting client.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     failures: u32,
@@ -17,12 +18,12 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// Delays between `min` and `max`.
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    pub fn new(min: Duration, max: Duration) -> Self {
         Self { min, max: max.max(min), failures: 0 }
     }
 
     /// The delay before the next attempt; each call counts one more failure.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let exp = self.min.saturating_mul(1u32 << self.failures.min(20));
         let ceiling = exp.min(self.max);
         self.failures = self.failures.saturating_add(1);
@@ -31,7 +32,7 @@ impl Backoff {
     }
 
     /// A connection succeeded: start again from `min`.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.failures = 0;
     }
 }
