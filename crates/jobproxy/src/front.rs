@@ -95,7 +95,7 @@ async fn serve(
             return Served::Closed(io);
         };
         let close = head.close || stop.is_cancelled();
-        // Boxed, in its own statement: the write's state exists only while it writes.
+        // Boxed: the write's state exists only while it writes.
         let write = Box::pin(answer(&mut io, response, close));
         if write.await.is_err() || close {
             return Served::Closed(io);

@@ -298,8 +298,6 @@ impl Proxy {
         let _permit = self.permit()?;
         // Boxed: the start's state (the upstream exchange) is freed once the job runs, so a
         // held request keeps only what waiting needs.
-        // (In its own statement: a temporary of the `match` below would keep the unboxed
-        // future's space in this one's state.)
         let begin = Box::pin(self.begin(request));
         let waiting = match begin.await? {
             Begun::Answered(response) => return Ok(response),
