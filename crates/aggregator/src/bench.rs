@@ -9,7 +9,9 @@
 //! drops it: the cost no parser can remove. Run 2 (reference) reads each frame and
 //! `serde_json`-parses it into borrowed strings. Run 3 is the aggregator's real session loop
 //! (parse into 128-bit ids, resolve parents, count, close 1 s windows, send reports). Process
-//! RSS is sampled every second of each run to show whether memory stays flat.
+//! RSS is sampled every second of each run to show whether memory stays flat. The three runs
+//! repeat for `--rounds`, interleaved, and the report gives medians: on a shared machine one
+//! run alone can be off by ±30 %.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +34,14 @@ use crate::{Error, Result, session};
 /// `switchboard bench aggregator` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// How long each of the three runs sends frames.
-    #[arg(long, env = "SWITCHBOARD_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long each run sends frames.
+    #[arg(long, env = "SWITCHBOARD_DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Rounds of the three runs, interleaved (read only, reference, aggregator, then again);
+    /// the report gives each run's median, so a noisy second on a shared machine moves one
+    /// sample instead of the result.
+    #[arg(long, env = "SWITCHBOARD_ROUNDS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
     /// Distinct message frames in the pool the blaster cycles through.
     #[arg(long, env = "SWITCHBOARD_FRAMES", default_value_t = 4096)]
     pub frames: usize,
@@ -71,28 +78,50 @@ enum Mode {
     Aggregator,
 }
 
-/// Runs the three measurements and prints the table and the JSON line.
+/// Runs the rounds of three measurements and prints the table and the JSON line.
 pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     let frames = Arc::new(build_frames(&args));
-    let mut results = Vec::new();
     let modes = [Mode::ReadOnly, Mode::Reference, Mode::Aggregator];
-    for (run, mode) in modes.into_iter().enumerate() {
-        if ctx.shutdown.is_cancelled() {
-            return Err(Error::Bench("interrupted".into()));
+    let mut rounds: Vec<[Measured; 3]> = Vec::new();
+    for round in 1..=args.rounds {
+        let mut results = Vec::with_capacity(modes.len());
+        for (run, mode) in modes.into_iter().enumerate() {
+            if ctx.shutdown.is_cancelled() {
+                return Err(Error::Bench("interrupted".into()));
+            }
+            let what = match mode {
+                Mode::ReadOnly => "read only: websocket frames, no parse",
+                Mode::Reference => "reference: read + parse only",
+                Mode::Aggregator => "aggregator: the real session loop",
+            };
+            let label = format!(
+                "bench aggregator: round {round} of {}, run {} of {}, {what}",
+                args.rounds,
+                run + 1,
+                modes.len()
+            );
+            let measure = measure(mode, frames.clone(), args.duration);
+            let measured = with_progress(&label, Some(args.duration), measure).await?;
+            eprintln!(
+                "  {:.0} messages/s, {:.0} per CPU-second",
+                measured.rate(),
+                measured.per_cpu()
+            );
+            results.push(measured);
         }
-        let what = match mode {
-            Mode::ReadOnly => "read only: websocket frames, no parse",
-            Mode::Reference => "reference: read + parse only",
-            Mode::Aggregator => "aggregator: the real session loop",
-        };
-        let label = format!("bench aggregator: run {} of {}, {what}", run + 1, modes.len());
-        let measure = measure(mode, frames.clone(), args.duration);
-        let measured = with_progress(&label, Some(args.duration), measure).await?;
-        eprintln!("  {:.0} messages/s", measured.rate());
-        results.push(measured);
+        let [read_only, reference, aggregator] =
+            <[Measured; 3]>::try_from(results).map_err(|_| Error::Bench("lost a run".into()))?;
+        rounds.push([read_only, reference, aggregator]);
     }
-    print_report(&args, &results[0], &results[1], &results[2]);
+    print_report(&args, &rounds);
     Ok(())
+}
+
+/// The round whose `key` is the median (the lower middle one for an even count).
+fn median_by(rounds: &[[Measured; 3]], key: impl Fn(&[Measured; 3]) -> f64) -> &[Measured; 3] {
+    let mut order: Vec<&[Measured; 3]> = rounds.iter().collect();
+    order.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    order[(order.len() - 1) / 2]
 }
 
 /// The association list first, then the message pool.
@@ -287,16 +316,24 @@ fn thread_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn print_report(
-    args: &BenchArgs,
-    read_only: &Measured,
-    reference: &Measured,
-    aggregator: &Measured,
-) {
-    let ratio_wall = aggregator.rate() / reference.rate().max(1e-9);
-    let ratio_cpu = aggregator.per_cpu() / reference.per_cpu().max(1e-9);
-    // The floor: how far each parsing run is from only reading the frames.
-    let floor = |m: &Measured| m.per_cpu() / read_only.per_cpu().max(1e-9);
+fn print_report(args: &BenchArgs, rounds: &[[Measured; 3]]) {
+    // Per-round ratios (each round's runs ran next to each other), then the median round of
+    // each quantity; the table shows each run from the round with its median rate per CPU-s.
+    let ratio_cpu = |r: &[Measured; 3]| r[2].per_cpu() / r[1].per_cpu().max(1e-9);
+    let ratio_wall = |r: &[Measured; 3]| r[2].rate() / r[1].rate().max(1e-9);
+    let floor = |m: &Measured, r: &[Measured; 3]| m.per_cpu() / r[0].per_cpu().max(1e-9);
+    let median_ratio_cpu = ratio_cpu(median_by(rounds, ratio_cpu));
+    let median_ratio_wall = ratio_wall(median_by(rounds, ratio_wall));
+    let reference_floor = {
+        let r = median_by(rounds, |r| floor(&r[1], r));
+        floor(&r[1], r)
+    };
+    let aggregator_floor = {
+        let r = median_by(rounds, |r| floor(&r[2], r));
+        floor(&r[2], r)
+    };
+    let run = |i: usize| &median_by(rounds, |r| r[i].per_cpu())[i];
+    let (read_only, reference, aggregator) = (run(0), run(1), run(2));
     let rss = |m: &Measured| {
         let first = m.rss_kib.get(1).or(m.rss_kib.first()).copied().unwrap_or(0);
         let last = m.rss_kib.last().copied().unwrap_or(0);
@@ -304,8 +341,12 @@ fn print_report(
         (first, last, max)
     };
     println!(
-        "aggregator bench: {:?} per run, {} distinct frames, {} parents x {} children, one client thread",
-        args.duration, args.frames, args.parents, args.children_per_parent
+        "aggregator bench: {} rounds of {:?} per run, {} distinct frames, {} parents x {} children, one client thread; medians",
+        rounds.len(),
+        args.duration,
+        args.frames,
+        args.parents,
+        args.children_per_parent
     );
     println!(
         "{:<11} {:>11} {:>12} {:>10} {:>13} {:>24}",
@@ -329,28 +370,33 @@ fn print_report(
             )
         );
     }
+    let per_round: Vec<String> =
+        rounds.iter().map(|r| format!("{:.1}%", ratio_cpu(r) * 100.0)).collect();
     println!(
-        "aggregator / reference: {:.1}% by wall clock, {:.1}% per CPU-second (target ≥ 100%)",
-        ratio_wall * 100.0,
-        ratio_cpu * 100.0
+        "aggregator / reference: {:.1}% by wall clock, {:.1}% per CPU-second (target ≥ 100%; rounds: {})",
+        median_ratio_wall * 100.0,
+        median_ratio_cpu * 100.0,
+        per_round.join(", ")
     );
     println!(
         "per CPU-second against read only: reference {:.1}%, aggregator {:.1}%",
-        floor(reference) * 100.0,
-        floor(aggregator) * 100.0
+        reference_floor * 100.0,
+        aggregator_floor * 100.0
     );
     let (a_first, a_last, a_max) = rss(aggregator);
     let json = serde_json::json!({
         "bench": "aggregator",
         "duration_s": args.duration.as_secs_f64(),
+        "rounds": rounds.len(),
+        "ratio_cpu_per_round": rounds.iter().map(ratio_cpu).collect::<Vec<_>>(),
         "read_only": {"messages": read_only.messages, "msgs_per_s": read_only.rate(), "cpu_s": read_only.cpu.as_secs_f64(), "msgs_per_cpu_s": read_only.per_cpu()},
         "reference": {"messages": reference.messages, "msgs_per_s": reference.rate(), "cpu_s": reference.cpu.as_secs_f64(), "msgs_per_cpu_s": reference.per_cpu()},
         "aggregator": {"messages": aggregator.messages, "msgs_per_s": aggregator.rate(), "cpu_s": aggregator.cpu.as_secs_f64(), "msgs_per_cpu_s": aggregator.per_cpu(),
             "rss_kib_second_s": a_first, "rss_kib_end": a_last, "rss_kib_max": a_max},
-        "ratio_wall": ratio_wall,
-        "ratio_cpu": ratio_cpu,
-        "reference_vs_read_only_cpu": floor(reference),
-        "aggregator_vs_read_only_cpu": floor(aggregator),
+        "ratio_wall": median_ratio_wall,
+        "ratio_cpu": median_ratio_cpu,
+        "reference_vs_read_only_cpu": reference_floor,
+        "aggregator_vs_read_only_cpu": aggregator_floor,
         "target": 1.0,
     });
     println!("{json}");

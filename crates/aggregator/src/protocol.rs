@@ -238,57 +238,58 @@ impl Visitor<'_> for KeyVisitor {
     }
 }
 
-/// Hex digit values; `0x10` marks a byte that is not a hex digit.
-const HEX: [u8; 256] = {
-    let mut t = [0x10u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
+/// Each byte of a `u64` set to `b`.
+const fn splat(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
 
-/// Positions of the 32 hex digits in `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
-const DIGITS: [usize; 32] = {
-    let mut p = [0usize; 32];
-    let (mut i, mut k) = (0, 0);
-    while i < 36 {
-        if i != 8 && i != 13 && i != 18 && i != 23 {
-            p[k] = i;
-            k += 1;
-        }
-        i += 1;
-    }
-    p
-};
+/// The high bit of every byte of `x` that lies strictly between `lo` and `hi`; every byte of
+/// `x` must be below 0x80 and `hi` at most 0x80 (the classic SWAR range test, no carries
+/// between bytes under those conditions).
+#[inline(always)]
+const fn bytes_between(x: u64, lo: u8, hi: u8) -> u64 {
+    let low7 = x & splat(0x7f);
+    (splat(127 + hi) - low7) & !x & (low7 + splat(127 - lo)) & splat(0x80)
+}
 
-/// The hot-path UUID parser for the canonical hyphenated form: branch-free over the digits,
-/// validity checked once at the end. About twice as fast as the general parser here.
+/// Eight ASCII hex digits, big-endian in `x` (the first digit in the top byte), as a `u32`;
+/// `None` if any byte is not a hex digit. Eight digits at once instead of a lookup per digit.
+#[inline(always)]
+const fn hex8(x: u64) -> Option<u64> {
+    let digit = bytes_between(x, b'0' - 1, b'9' + 1);
+    let alpha = bytes_between(x | splat(0x20), b'a' - 1, b'f' + 1);
+    if x & splat(0x80) != 0 || (digit | alpha) != splat(0x80) {
+        return None;
+    }
+    // '0'..'9' are 0x30..0x39, 'a'..'f' / 'A'..'F' are 0x61.. / 0x41..: the low nibble plus 9
+    // for letters (bit 6 set) is the digit's value.
+    let v = (x & splat(0x0f)) + ((x >> 6) & splat(0x01)) * 9;
+    // Pack the eight nibbles: pairs into bytes, bytes into halves, halves into one word.
+    let v = ((v >> 4) | v) & 0x00ff_00ff_00ff_00ff;
+    let v = ((v >> 8) | v) & 0x0000_ffff_0000_ffff;
+    Some(((v >> 16) | v) & 0xffff_ffff)
+}
+
+/// The hot-path UUID parser for the canonical hyphenated form
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`: four 8-digit groups decoded as words. Other
+/// spellings return `None` and go to the uuid crate.
 #[inline]
 fn parse_hyphenated(b: &[u8]) -> Option<Id> {
     let b: &[u8; 36] = b.try_into().ok()?;
     if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    let (mut hi, mut lo, mut bad) = (0u64, 0u64, 0u8);
-    for &pos in &DIGITS[..16] {
-        let d = HEX[b[pos] as usize];
-        bad |= d;
-        hi = (hi << 4) | u64::from(d & 0xf);
-    }
-    for &pos in &DIGITS[16..] {
-        let d = HEX[b[pos] as usize];
-        bad |= d;
-        lo = (lo << 4) | u64::from(d & 0xf);
-    }
-    (bad & 0x10 == 0).then_some((Id::from(hi) << 64) | Id::from(lo))
+    // Constant offsets into a 36-byte array: the conversions cannot fail and compile to loads.
+    let word = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap_or_default());
+    let half =
+        |at: usize| u64::from(u32::from_be_bytes(b[at..at + 4].try_into().unwrap_or_default()));
+    let g0 = hex8(word(0))?;
+    let g1 = hex8((half(9) << 32) | half(14))?;
+    let g2 = hex8((half(19) << 32) | half(24))?;
+    let g3 = hex8(word(28))?;
+    let hi = (g0 << 32) | g1;
+    let lo = (g2 << 32) | g3;
+    Some((Id::from(hi) << 64) | Id::from(lo))
 }
 
 /// One UUID or a list of them.
@@ -436,6 +437,28 @@ mod tests {
             // The fast path may decline (then the uuid crate decides) but never disagrees.
             proptest::prop_assert!(fast.is_none() || fast == expected, "{fast:?} vs {expected:?}");
             proptest::prop_assert_eq!(fast.is_some(), expected.is_some() && bytes[8] == b'-' && bytes[13] == b'-' && bytes[18] == b'-' && bytes[23] == b'-');
+        }
+    }
+
+    #[test]
+    fn every_byte_at_every_position_is_judged_like_the_uuid_crate() {
+        let good =
+            Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210).hyphenated().to_string();
+        assert_eq!(
+            parse_hyphenated(good.as_bytes()),
+            Some(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210)
+        );
+        for pos in 0..36 {
+            for byte in 0..=255u8 {
+                let mut bytes = good.clone().into_bytes();
+                bytes[pos] = byte;
+                let expected = std::str::from_utf8(&bytes)
+                    .ok()
+                    .filter(|_| [8, 13, 18, 23].iter().all(|&h| bytes[h] == b'-'))
+                    .and_then(|s| Uuid::try_parse(s).ok())
+                    .map(|u| u.as_u128());
+                assert_eq!(parse_hyphenated(&bytes), expected, "byte {byte:#04x} at {pos}");
+            }
         }
     }
 

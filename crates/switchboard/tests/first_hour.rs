@@ -406,6 +406,35 @@ async fn bench_control_output_is_its_table_not_the_roles_logs() {
     assert!(log.lines().count() < 20, "{} stderr lines:\n{log}", log.lines().count());
 }
 
+/// `bench aggregator` interleaves its rounds and reports medians with every round's ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_aggregator_reports_medians_of_interleaved_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bench = switchboard(dir.path());
+    bench.args(["bench", "aggregator", "--duration", "300ms", "--rounds", "2"]);
+    let out = tokio::time::timeout(Duration::from_secs(120), bench.output())
+        .await
+        .expect("bench aggregator within 120 s")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = stderr(&out);
+    for label in ["round 1 of 2, run 1 of 3", "round 2 of 2, run 3 of 3"] {
+        assert!(log.contains(label), "no {label:?} in:\n{log}");
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = table
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line in:\n{table}"));
+    assert_eq!(json["rounds"], 2, "{json}");
+    let ratios = json["ratio_cpu_per_round"].as_array().expect("per-round ratios");
+    assert_eq!(ratios.len(), 2, "{json}");
+    assert!(ratios.iter().all(|r| r.as_f64().is_some_and(|r| r > 0.0)), "{json}");
+    for run in ["read_only", "reference", "aggregator"] {
+        assert!(json[run]["messages"].as_u64().is_some_and(|n| n > 0), "{run}: {json}");
+    }
+}
+
 /// An agent whose console is down says which console and why ("Connection refused"), not a
 /// bare "transport error".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

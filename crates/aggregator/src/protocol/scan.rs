@@ -8,7 +8,7 @@
 //! `MessageWire`, or `None` for anything it is not sure about (escapes, whitespace inside the
 //! object, nested values, a repeated id key, other key orders, any syntax error), and the
 //! caller asks serde_json. So the parser accepts and rejects exactly what serde_json does.
-use super::{Id, parse_hyphenated};
+use super::{Id, parse_hyphenated, splat};
 
 /// `"source":"`, the key and the opening quote of its value.
 const SOURCE: &[u8] = b"\"source\":\"";
@@ -86,8 +86,28 @@ fn other_members(mut b: &[u8]) -> Option<()> {
 /// quote. `None` on an escape or a control character (serde_json rejects the latter; the
 /// former it decodes, which is not worth doing here).
 fn string(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    let end = string_end(b)?;
     (b[end] == b'"').then(|| (&b[..end], &b[end + 1..]))
+}
+
+/// Index of the first `"`, `\` or control byte of `b`, eight bytes per step.
+#[inline]
+fn string_end(b: &[u8]) -> Option<usize> {
+    // Bytes of `v` that are zero / below `n` get their high bit set. Borrows can also mark
+    // bytes *after* a true hit, never before one, so the lowest mark (the first byte, as
+    // words are read little-endian) is exact.
+    let zero = |v: u64| v.wrapping_sub(splat(1)) & !v & splat(0x80);
+    let below = |v: u64, n: u8| v.wrapping_sub(splat(n)) & !v & splat(0x80);
+    let mut at = 0;
+    while let Some(chunk) = b.get(at..at + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let hits = zero(x ^ splat(b'"')) | zero(x ^ splat(b'\\')) | below(x, 0x20);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    b[at..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).map(|p| at + p)
 }
 
 /// What follows one scalar JSON value (string, number, `true`, `false`, `null`), as

@@ -418,3 +418,25 @@ fn parse_cost() {
     let fast = parse_pool(&pool, 25);
     assert_eq!(fast, parse_pool_by_serde(&pool, 25));
 }
+
+/// The word-at-a-time search for a string's end finds the same byte as a byte loop, for every
+/// byte value at every position of strings shorter and longer than a word, with other stop
+/// bytes placed after it (where borrows could mark false hits).
+#[test]
+fn string_end_finds_the_first_stop_byte_like_a_byte_loop() {
+    let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+    for len in 0..=24 {
+        for at in 0..len {
+            for byte in 0..=255u8 {
+                for after in [b'a', 0x00, b'"', 0x1f, 0xff] {
+                    let mut b = vec![b'x'; len];
+                    b[at] = byte;
+                    if at + 1 < len {
+                        b[at + 1] = after;
+                    }
+                    assert_eq!(super::string_end(&b), naive(&b), "{b:?}");
+                }
+            }
+        }
+    }
+}
