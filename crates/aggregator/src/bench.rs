@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use switchboard_core::stats::with_progress;
+use switchboard_core::stats::{rss_bytes, with_progress};
 use switchboard_core::{Ctx, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -293,14 +293,12 @@ async fn sample_rss(out: Arc<std::sync::Mutex<Vec<u64>>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if let Ok(status) = tokio::fs::read_to_string("/proc/self/status").await
-            && let Some(kib) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        // On a blocking thread: the procfs read is not the measured client thread's work.
+        let rss = tokio::task::spawn_blocking(|| rss_bytes(std::process::id())).await;
+        if let Ok(Some(bytes)) = rss
             && let Ok(mut v) = out.lock()
         {
-            v.push(kib);
+            v.push(bytes / 1024);
         }
     }
 }

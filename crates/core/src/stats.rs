@@ -41,6 +41,20 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i.min(last)]
 }
 
+/// Resident set size of process `pid` in bytes, from `/proc` (Linux; `None` elsewhere or for
+/// a process that is gone).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

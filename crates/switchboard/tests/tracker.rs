@@ -466,3 +466,47 @@ async fn message_ids_are_counted_once_on_nats_and_postgres() {
     let pg = switchboard_testkit::PostgresServer::start();
     message_ids_are_counted_once(&Tracker::with_backends(&nats.url, &pg.url)).await;
 }
+
+/// Runs `switchboard bench tracker` with `args` and returns its JSON line.
+fn bench_json(args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .args(["bench", "tracker"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line in:\n{stdout}"))
+}
+
+/// `--workers 1,2` measures one end-to-end phase per worker count.
+#[test]
+fn bench_measures_each_worker_count() {
+    let json = bench_json(&["--events", "5000", "--workers", "1,2"]);
+    let rows = json["results"].as_array().unwrap();
+    let e2e: Vec<&Value> =
+        rows.iter().filter(|r| r["phase"] == "end to end until queryable").collect();
+    let workers: Vec<i64> = e2e.iter().map(|r| r["workers"].as_i64().unwrap()).collect();
+    assert_eq!(workers, [1, 2], "{json}");
+    assert!(e2e.iter().all(|r| r["events"] == 5000 && r["events_per_s"].as_f64().unwrap() > 0.0));
+}
+
+/// `--soak` sends exactly its schedule (rate × duration), samples memory and the store, and
+/// folds everything it sent.
+#[test]
+fn soak_sends_its_schedule_and_samples_memory_and_store() {
+    let json = bench_json(&["--soak", "6s", "--soak-rate", "5000", "--concurrency", "4"]);
+    let soak = &json["soaks"][0];
+    assert_eq!(soak["mode"], "embedded", "{json}");
+    // 100-event batches every 20 ms for 6 s.
+    assert_eq!(soak["sent_events"], 30_000, "{json}");
+    let samples = soak["samples"].as_array().unwrap();
+    assert!(samples.len() >= 2, "{json}");
+    assert!(samples.iter().all(|s| s["rss_bytes"].as_u64().unwrap() > 1_000_000), "{json}");
+    assert!(soak["store_end_bytes"].as_u64() > soak["store_start_bytes"].as_u64(), "{json}");
+    assert_eq!(samples.last().unwrap()["folded_events"], 30_000, "{json}");
+}

@@ -19,6 +19,8 @@ use crate::generator::Generator;
 use crate::journal::Sink;
 use crate::{Error, Result, report, role};
 
+mod soak;
+
 /// Distinct request bodies cycled through (the collector gives every event a fresh id).
 const BODIES: usize = 64;
 
@@ -27,6 +29,8 @@ const BODIES: usize = 64;
 struct Row {
     mode: &'static str,
     phase: &'static str,
+    /// Workers folding in this phase (0: the phase has none).
+    workers: u16,
     events: usize,
     seconds: f64,
     events_per_s: f64,
@@ -56,6 +60,9 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     let bodies: Arc<Vec<Bytes>> =
         Arc::new((0..BODIES).map(|_| Bytes::from(generator.batch_body(args.batch, now))).collect());
     let dir = tempfile::tempdir()?;
+    if let Some(duration) = args.soak {
+        return soak_each_mode(&args, duration, &bodies, &dir, &ctx).await;
+    }
     let mut rows = Vec::new();
 
     let bus = Bus::memory();
@@ -86,13 +93,18 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
         .await?,
     );
     rows.push(drain_backlog(&args, "embedded", &bus, &store).await?);
-    let store = temp_store(&dir, "e2e").await?;
-    rows.push(end_to_end(&args, &bodies, "embedded", &bus, &store, &ctx).await?);
+    for &workers in &args.workers {
+        let store = temp_store(&dir, &format!("e2e-{workers}")).await?;
+        rows.push(end_to_end(&args, &bodies, "embedded", workers, &bus, &store, &ctx).await?);
+    }
 
     if let (Some(nats), Some(pg)) = (&args.bench_nats, &args.bench_postgres) {
         let bus = Bus::connect(nats).await?;
         let store = role::open_store(pg).await?;
-        rows.push(end_to_end(&args, &bodies, "nats+postgres", &bus, &store, &ctx).await?);
+        for &workers in &args.workers {
+            let mode = "nats+postgres";
+            rows.push(end_to_end(&args, &bodies, mode, workers, &bus, &store, &ctx).await?);
+        }
         // Last, because without a worker its events stay in the stream.
         rows.push(
             collector_only(
@@ -107,6 +119,30 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
         );
     }
     print(&args, &rows);
+    Ok(())
+}
+
+/// `--soak`: the steady load in embedded mode, then in distributed mode when URLs are given.
+async fn soak_each_mode(
+    args: &BenchArgs,
+    duration: Duration,
+    bodies: &Arc<Vec<Bytes>>,
+    dir: &tempfile::TempDir,
+    ctx: &Ctx,
+) -> Result<()> {
+    let file = dir.path().join("soak.db");
+    let store = role::open_store(&format!("sqlite://{}", file.display())).await?;
+    let bus = Bus::memory();
+    let mut soaks = vec![
+        soak::run(args, duration, bodies, "embedded", (&bus, &store), Some(&file), ctx).await?,
+    ];
+    if let (Some(nats), Some(pg)) = (&args.bench_nats, &args.bench_postgres) {
+        let bus = Bus::connect(nats).await?;
+        let store = role::open_store(pg).await?;
+        let mode = "nats+postgres";
+        soaks.push(soak::run(args, duration, bodies, mode, (&bus, &store), None, ctx).await?);
+    }
+    soak::print(args, &soaks);
     Ok(())
 }
 
@@ -127,13 +163,14 @@ async fn collector_only(
     let load = load(format!("http://{addr}/track/batch"), bodies, args, ctx).await;
     phase_ctx.drain(Duration::from_secs(10)).await;
     let load = load?;
-    Ok(row(mode, phase, args.events, load.elapsed, &load))
+    Ok(row(mode, phase, 0, args.events, load.elapsed, &load))
 }
 
 async fn end_to_end(
     args: &BenchArgs,
     bodies: &Arc<Vec<Bytes>>,
     mode: &'static str,
+    workers: u16,
     bus: &Bus,
     store: &Store,
     ctx: &Ctx,
@@ -144,7 +181,9 @@ async fn end_to_end(
     let addr = role::start_collector(&CollectorArgs::ephemeral(), sink, None, &phase_ctx).await?;
     let mut worker = WorkerArgs::with_idle_poll(Duration::from_millis(2));
     worker.consumer = "tracker-bench".into();
-    role::start_worker(&worker, bus.clone(), store.clone(), &phase_ctx)?;
+    for _ in 0..workers {
+        role::start_worker(&worker, bus.clone(), store.clone(), &phase_ctx)?;
+    }
     let started = Instant::now();
     let outcome = async {
         let load = load(format!("http://{addr}/track/batch"), bodies, args, ctx).await?;
@@ -155,7 +194,7 @@ async fn end_to_end(
     let elapsed = started.elapsed();
     phase_ctx.drain(Duration::from_secs(10)).await;
     let load = outcome?;
-    Ok(row(mode, "end to end until queryable", args.events, elapsed, &load))
+    Ok(row(mode, "end to end until queryable", workers, args.events, elapsed, &load))
 }
 
 /// Times a worker folding the backlog the collector-only phase left in the journal.
@@ -176,7 +215,7 @@ async fn drain_backlog(
     phase_ctx.drain(Duration::from_secs(10)).await;
     outcome?;
     let none = Load { elapsed, latencies: Vec::new(), shed: 0 };
-    Ok(row(mode, "worker alone: fold the backlog", args.events, elapsed, &none))
+    Ok(row(mode, "worker alone: fold the backlog", 1, args.events, elapsed, &none))
 }
 
 /// Polls the read model until it counts `target` events.
@@ -250,6 +289,7 @@ async fn load(url: String, bodies: &Arc<Vec<Bytes>>, args: &BenchArgs, ctx: &Ctx
 fn row(
     mode: &'static str,
     phase: &'static str,
+    workers: u16,
     events: usize,
     elapsed: Duration,
     load: &Load,
@@ -266,6 +306,7 @@ fn row(
     Row {
         mode,
         phase,
+        workers,
         events,
         seconds,
         events_per_s: events as f64 / seconds.max(1e-9),
@@ -281,13 +322,14 @@ fn print(args: &BenchArgs, rows: &[Row]) {
         args.events, args.batch, args.concurrency
     );
     println!(
-        "{:<14} {:<42} {:>10} {:>8} {:>8} {:>8} {:>6}",
-        "mode", "phase", "events/s", "seconds", "p50 ms", "p99 ms", "503s"
+        "{:<14} {:<42} {:>7} {:>10} {:>8} {:>8} {:>8} {:>6}",
+        "mode", "phase", "workers", "events/s", "seconds", "p50 ms", "p99 ms", "503s"
     );
     for r in rows {
+        let workers = if r.workers == 0 { "-".to_owned() } else { r.workers.to_string() };
         println!(
-            "{:<14} {:<42} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>6}",
-            r.mode, r.phase, r.events_per_s, r.seconds, r.p50_ms, r.p99_ms, r.shed_503
+            "{:<14} {:<42} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>6}",
+            r.mode, r.phase, workers, r.events_per_s, r.seconds, r.p50_ms, r.p99_ms, r.shed_503
         );
     }
     let line = serde_json::json!({

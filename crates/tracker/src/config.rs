@@ -174,6 +174,20 @@ pub struct BenchArgs {
     /// Give up on a phase after this long.
     #[arg(long, env = "SWITCHBOARD_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+
+    /// Workers folding in the end-to-end phases, one phase per count (e.g. `1,2,4`: how it
+    /// scales); the workers share one durable consumer, as separate worker processes do.
+    #[arg(long, env = "SWITCHBOARD_BENCH_WORKERS", value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: Vec<u16>,
+
+    /// Instead of the phases: a steady load for this long (e.g. `10m`) in each mode, with RSS,
+    /// store size, journal backlog and folded events sampled every 5 s.
+    #[arg(long, env = "SWITCHBOARD_SOAK", value_parser = humantime::parse_duration)]
+    pub soak: Option<Duration>,
+
+    /// Events per second the soak sends (on a fixed schedule).
+    #[arg(long, env = "SWITCHBOARD_SOAK_RATE", default_value_t = 50_000, requires = "soak")]
+    pub soak_rate: u64,
 }
 
 /// Parses role flags from `args` (and `SWITCHBOARD_*` variables, as the role itself would),

@@ -4,8 +4,9 @@
 //!
 //! Crash safety: the stream redelivers anything not acked (folding is idempotent on event
 //! ids); the outbox is consumed in the same transaction that folds it. Several workers may
-//! share the work: a shared durable consumer on the stream, `SKIP LOCKED` on PostgreSQL, and
-//! SQLite's single writer lock in embedded mode.
+//! share the work: a shared durable consumer on the stream, `SKIP LOCKED` on PostgreSQL; in
+//! embedded mode the workers of one process take turns (SQLite has one writer) and workers
+//! of other processes meet at its writer lock.
 use std::time::{Duration, Instant};
 
 use switchboard_bus::{Bus, Consumer, ConsumerConfig, Delivery};

@@ -63,7 +63,7 @@ impl ProxyProcess {
 
     /// The proxy's own count of held requests (its `jobproxy_held_requests` gauge).
     pub async fn held(&self) -> Result<u64> {
-        let text = self.http.get(format!("{}/metrics", self.admin)).send().await?.text().await?;
+        let text = self.metrics_text().await?;
         let value = text.lines().find_map(|l| l.strip_prefix("jobproxy_held_requests "));
         // Absent until the first request registered; a gauge prints as a float.
         Ok(value.and_then(|v| v.trim().parse::<f64>().ok()).map_or(0, |v| v as u64))
@@ -71,7 +71,7 @@ impl ProxyProcess {
 
     /// The sum of counter `name` over its label sets that contain `label` (0 while absent).
     pub async fn counter(&self, name: &str, label: &str) -> Result<f64> {
-        let text = self.http.get(format!("{}/metrics", self.admin)).send().await?.text().await?;
+        let text = self.metrics_text().await?;
         let prefix = format!("{name}{{");
         Ok(text
             .lines()
@@ -80,15 +80,15 @@ impl ProxyProcess {
             .sum())
     }
 
+    /// The node's Prometheus metrics page.
+    async fn metrics_text(&self) -> Result<String> {
+        Ok(self.http.get(format!("{}/metrics", self.admin)).send().await?.text().await?)
+    }
+
     /// Resident set size in bytes.
     pub async fn rss(&self) -> Result<u64> {
-        let status = tokio::fs::read_to_string(format!("/proc/{}/status", self.pid)).await?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| Error::Bench("no VmRSS in /proc status".into()))
+        switchboard_core::stats::rss_bytes(self.pid)
+            .ok_or_else(|| Error::Bench(format!("no resident size for process {}", self.pid)))
     }
 
     /// Open file descriptors (sockets included).

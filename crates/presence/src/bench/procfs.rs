@@ -4,18 +4,7 @@ use std::time::Duration;
 /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
 
-/// Resident set size of `pid` in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
+pub use switchboard_core::stats::rss_bytes;
 
 /// User + system CPU time `pid` has used.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
