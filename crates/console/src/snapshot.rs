@@ -70,8 +70,8 @@ impl Sampler {
         let ms = |name: &str, q: &str| m.quantile(name, q).map(|v| v * 1000.0);
 
         let aggregator =
-            present(&m, status, &["aggregator", "aggregator.check"], "aggregator_connected").then(
-                || {
+            present(&m, status, &["aggregator", "aggregator.check"], &["aggregator_connected"])
+                .then(|| {
                     json!({
                         "connected": m.sum("aggregator_connected"),
                         "reports_sent": m.sum("aggregator_reports_sent_total"),
@@ -79,11 +79,9 @@ impl Sampler {
                         "check": s("aggregator.check"),
                         "simulator_messages_sent": m.sum("wsserver_messages_sent_total"),
                     })
-                },
-            );
-        let presence = (present(&m, status, &["presence"], "presence_status_online_users")
-            || m.sum("presence_gateway_sessions").is_some())
-        .then(|| {
+                });
+        let presence_metrics = ["presence_status_online_users", "presence_gateway_sessions"];
+        let presence = present(&m, status, &["presence"], &presence_metrics).then(|| {
             let history: Vec<_> = self.online.iter().map(|(t, n)| json!([t, n])).collect();
             json!({
                 "online": online,
@@ -95,7 +93,13 @@ impl Sampler {
                 "info": s("presence"),
             })
         });
-        let jobproxy = present(&m, status, &["jobproxy"], "jobproxy_held_requests").then(|| {
+        let jobproxy = present(
+            &m,
+            status,
+            &["jobproxy"],
+            &["jobproxy_held_requests", "jobproxy_requests_total"],
+        )
+        .then(|| {
             json!({
                 "requests": m.sum("jobproxy_requests_total"),
                 "jobs_per_s": jobs_per_s,
@@ -109,22 +113,24 @@ impl Sampler {
             })
         });
         let control =
-            present(&m, status, &["control"], "control_server_agents_attached").then(|| {
+            present(&m, status, &["control"], &["control_server_agents_attached"]).then(|| {
                 json!({
                     "attached": m.sum("control_server_agents_attached"),
                     "commands": m.sum("control_server_commands_total"),
                     "agents": s("control").get("agents").cloned().unwrap_or(Value::Null),
                 })
             });
-        let tracker = present(&m, status, &["tracker"], "tracker_collector_events_accepted_total")
-            .then(|| {
-                json!({
-                    "events_accepted": m.sum("tracker_collector_events_accepted_total"),
-                    "events_per_s": events_per_s,
-                    "events_folded": m.sum("tracker_worker_events_total"),
-                    "info": s("tracker"),
-                })
-            });
+        let tracker =
+            present(&m, status, &["tracker"], &["tracker_collector_events_accepted_total"]).then(
+                || {
+                    json!({
+                        "events_accepted": m.sum("tracker_collector_events_accepted_total"),
+                        "events_per_s": events_per_s,
+                        "events_folded": m.sum("tracker_worker_events_total"),
+                        "info": s("tracker"),
+                    })
+                },
+            );
         json!({
             "seq": self.seq,
             "time_ms": now_ms,
@@ -139,8 +145,8 @@ impl Sampler {
 }
 
 /// Whether a service shows in this process: one of its status entries or its metric exists.
-fn present(m: &Exposition, status: &Map<String, Value>, names: &[&str], metric: &str) -> bool {
-    names.iter().any(|n| status.contains_key(*n)) || m.sum(metric).is_some()
+fn present(m: &Exposition, status: &Map<String, Value>, names: &[&str], metrics: &[&str]) -> bool {
+    names.iter().any(|n| status.contains_key(*n)) || metrics.iter().any(|n| m.sum(n).is_some())
 }
 
 fn unix_ms() -> u64 {
