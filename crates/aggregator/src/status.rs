@@ -22,7 +22,7 @@ pub(crate) fn report_sent(window: i64, text: &str) {
     let mut edges: Vec<Edge> = serde_json::from_str(text).unwrap_or_default();
     let calls: u64 = edges.iter().map(|e| e.count).sum();
     let total = edges.len();
-    edges.sort_unstable_by(|a, b| b.count.cmp(&a.count));
+    edges.sort_unstable_by_key(|e| std::cmp::Reverse(e.count));
     edges.truncate(MAX_EDGES);
     let edges: Vec<_> = edges
         .iter()
