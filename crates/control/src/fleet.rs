@@ -316,4 +316,24 @@ mod tests {
         assert!(waiting.replies.recv().await.is_none(), "waiters learn the agent left");
         assert_eq!(fleet.send("a", &Op::Ping).unwrap_err(), SendError::Unknown("a".into()));
     }
+
+    #[tokio::test]
+    async fn the_status_shows_agents_with_their_last_command_and_reply() {
+        let fleet = Fleet::new(2);
+        fleet.publish_status();
+        let a = fleet.attach("a", AgentState::Unready).unwrap();
+        let t = fleet.send("a", &Op::Ping).unwrap();
+        let mut pong = reply(t.id, reply::Outcome::Pong(Default::default()));
+        pong.state = AgentState::Ready as i32;
+        fleet.set_state("a", a.session, AgentState::Ready);
+        fleet.note_reply("a", a.session, &pong);
+        let status = switchboard_core::status::get("control").expect("published");
+        let agent = &status["agents"][0];
+        assert_eq!(agent["name"], "a");
+        assert_eq!(agent["state"], "ready");
+        assert_eq!(agent["last_command"], format!("ping #{}", t.id));
+        assert_eq!(agent["last_reply"], format!("#{} 0", t.id));
+        drop((a, t, fleet));
+        assert_eq!(switchboard_core::status::get("control"), None, "gone with the fleet");
+    }
 }
