@@ -1,6 +1,7 @@
 //! The web console on the real executable: `switchboard demo` prints its URL first, serves the
 //! page, the event stream, the status API and the job check; and headless Chromium renders a
-//! section per service with live data that changes from one rendering to the next.
+//! section per service with live data that changes from one rendering to the next, and that
+//! the event stream updates in an open page.
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -196,6 +197,90 @@ async fn console_renders_every_section_live_in_headless_chromium() {
         }
         assert!(Instant::now() < end, "the console did not change within {DEADLINE:?}");
     }
+
+    // And in one open page, the event stream updates it in place: past the inlined snapshot.
+    let (conn, seen) = watch_live_page(chromium, &url).await;
+    assert_eq!(conn, "live", "the page's stream state");
+    assert!(seen.len() >= 2 && seen.windows(2).all(|w| w[0] < w[1]), "snapshots seen: {seen:?}");
+}
+
+/// Opens `url` in Chromium under the DevTools protocol and reads the page's stream state and
+/// snapshot number until the stream has updated the page twice; returns the state and the
+/// snapshot numbers seen, in order.
+async fn watch_live_page(chromium: &str, url: &str) -> (String, Vec<u64>) {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        .args(["--no-first-run", &format!("--user-data-dir={}", profile.path().display())])
+        .args(["--remote-debugging-port=0", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chromium");
+    let mut stderr = BufReader::new(browser.stderr.take().unwrap()).lines();
+    let devtools = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if let Some(at) = line.find("ws://") {
+                return line[at..].trim().to_owned();
+            }
+        }
+        panic!("chromium exited without a DevTools address");
+    })
+    .await
+    .expect("chromium printed its DevTools address");
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    let http = devtools.trim_start_matches("ws://").split('/').next().unwrap().to_owned();
+
+    let end = Instant::now() + DEADLINE;
+    let page = loop {
+        let targets: Value =
+            reqwest::get(format!("http://{http}/json/list")).await.unwrap().json().await.unwrap();
+        let found =
+            targets.as_array().unwrap().iter().find(|t| {
+                t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url))
+            });
+        if let Some(t) = found {
+            break t["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < end, "chromium never opened {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(&page).await.expect("DevTools socket");
+    let expression = "JSON.stringify([document.getElementById('conn').textContent, \
+                      document.getElementById('seq').textContent])";
+    let (mut conn, mut seen) = (String::new(), Vec::<u64>::new());
+    for id in 1.. {
+        let call = serde_json::json!({"id": id, "method": "Runtime.evaluate",
+            "params": {"expression": expression, "returnByValue": true}});
+        ws.send(Message::text(call.to_string())).await.unwrap();
+        let answer = loop {
+            let msg = tokio::time::timeout(DEADLINE, ws.next()).await.expect("DevTools answers");
+            let Some(Ok(Message::Text(text))) = msg else { continue };
+            let v: Value = serde_json::from_str(text.as_str()).unwrap();
+            if v["id"] == id {
+                break v;
+            }
+        };
+        let value = answer["result"]["result"]["value"].as_str().unwrap_or("[]").to_owned();
+        let [state, seq]: [String; 2] = serde_json::from_str(&value).unwrap_or_default();
+        conn = state;
+        if let Ok(n) = seq.parse::<u64>()
+            && seen.last() != Some(&n)
+        {
+            seen.push(n);
+        }
+        // The first number may be the inlined snapshot; two more came over the stream.
+        if conn == "live" && seen.len() >= 3 {
+            break;
+        }
+        assert!(Instant::now() < end, "the page did not update live: {conn:?}, {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (conn, seen)
 }
 
 fn chromium() -> Option<&'static str> {
