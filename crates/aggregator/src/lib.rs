@@ -10,6 +10,7 @@
 //! * `outbox` — bounded queue of reports not yet written.
 //! * `session` / `client` — one connection; the connect–backoff–reconnect loop.
 //! * `wsserver` — the simulator with its ground-truth `ledger`.
+//! * `status` — the last report's call graph and the simulator's verdicts, for viewers.
 //! * `bench` — messages/s against a parse-only reference.
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ mod ledger;
 mod outbox;
 mod protocol;
 mod session;
+mod status;
 mod window;
 mod wsserver;
 

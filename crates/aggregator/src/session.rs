@@ -180,6 +180,7 @@ where
             }
             outbox.ack(report.seq);
             metrics::counter!("aggregator_reports_sent_total").increment(1);
+            crate::status::report_sent(report.window, &report.text);
             tracing::debug!(window = report.window, bytes = report.text.len(), "report sent");
         }
         if drain.is_cancelled() {

@@ -386,7 +386,7 @@ impl Feeder {
                 return;
             }
         };
-        match self.ledger.check(text.as_str(), SystemClock.now_ms()) {
+        let (verdict, window) = match self.ledger.check(text.as_str(), SystemClock.now_ms()) {
             Verdict::Match(window) => {
                 self.checked += 1;
                 metrics::counter!("wsserver_reports_total", "verdict" => "match").increment(1);
@@ -394,26 +394,32 @@ impl Feeder {
                 if self.args.print_reports {
                     print_report(window, self.args.interval, text.as_str());
                 }
+                ("match", Some(window))
             }
             Verdict::Mismatch { window, expected, got } => {
                 self.mismatches += 1;
                 metrics::counter!("wsserver_reports_total", "verdict" => "mismatch").increment(1);
                 println!("MISMATCH window {window}: expected {expected:?}, got {got:?}");
                 tracing::error!(window, ?expected, ?got, "report differs from the ground truth");
+                ("mismatch", Some(window))
             }
             Verdict::Unattributed => {
                 self.unattributed += 1;
                 metrics::counter!("wsserver_reports_total", "verdict" => "unattributed")
                     .increment(1);
                 tracing::info!(report = %text.as_str(), "report for a window this server did not see whole");
+                ("unattributed", None)
             }
             Verdict::Invalid(e) => {
                 self.mismatches += 1;
                 metrics::counter!("wsserver_reports_total", "verdict" => "invalid").increment(1);
                 println!("INVALID report: {e}: {}", text.as_str());
                 tracing::error!(error = %e, "invalid report");
+                ("invalid", None)
             }
-        }
+        };
+        let tally = [self.checked, self.mismatches, self.unattributed];
+        crate::status::report_checked(verdict, window, tally);
     }
 }
 

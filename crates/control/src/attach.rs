@@ -232,6 +232,7 @@ impl Reader {
             if let Ok(s) = AgentState::try_from(reply.state) {
                 self.fleet.set_state(&self.name, self.session, s);
             }
+            self.fleet.note_reply(&self.name, self.session, &reply);
             if !fleet::route(&self.pending, reply) {
                 metrics::counter!("control_server_unknown_replies_total").increment(1);
                 tracing::debug!(agent = %self.name, "reply to no pending command skipped");

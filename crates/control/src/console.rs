@@ -166,7 +166,7 @@ impl Console {
 }
 
 /// One reply as text. Everything that came from the agent is sanitised before printing.
-fn describe(r: &Reply) -> String {
+pub(crate) fn describe(r: &Reply) -> String {
     let state = AgentState::try_from(r.state).unwrap_or(AgentState::Unspecified);
     match &r.outcome {
         None => "empty reply from agent".to_owned(),
@@ -184,7 +184,7 @@ fn describe(r: &Reply) -> String {
     }
 }
 
-fn state_name(s: AgentState) -> String {
+pub(crate) fn state_name(s: AgentState) -> String {
     s.as_str_name().trim_start_matches("AGENT_STATE_").to_lowercase()
 }
 

@@ -19,6 +19,7 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
     // A fresh secret per run: the demo is loopback-only, but it shows the real setup.
     let token = uuid::Uuid::new_v4().simple().to_string();
     let fleet = Fleet::new(64);
+    fleet.publish_status();
     let gate = Gate {
         token: token.clone(),
         max_agents: 100,

@@ -34,6 +34,9 @@ struct Member {
     pending: Pending,
     state: AgentState,
     attached_at: Instant,
+    /// For read-only viewers: the last command sent and the last reply received, as text.
+    last_command: Option<String>,
+    last_reply: Option<String>,
 }
 
 /// Command id → where its replies go. Shared by the fleet (insert) and the session's reader
@@ -61,6 +64,10 @@ pub struct AgentInfo {
     pub pending: usize,
     /// Seconds since it attached.
     pub attached_secs: u64,
+    /// The last command sent to it (`ping #7`).
+    pub last_command: Option<String>,
+    /// Its last reply, sanitised (`#7 1733550000`).
+    pub last_reply: Option<String>,
 }
 
 /// A sent command: its id and the channel its replies arrive on.
@@ -110,6 +117,8 @@ impl Fleet {
             pending: pending.clone(),
             state,
             attached_at: Instant::now(),
+            last_command: None,
+            last_reply: None,
         };
         members.insert(name.to_owned(), member);
         self.publish_count(members.len());
@@ -139,8 +148,8 @@ impl Fleet {
     /// # Errors
     /// The agent is not attached, or its queue is full.
     pub fn send(&self, name: &str, op: &Op) -> Result<Ticket, SendError> {
-        let members = self.lock();
-        let m = members.get(name).ok_or_else(|| SendError::Unknown(name.to_owned()))?;
+        let mut members = self.lock();
+        let m = members.get_mut(name).ok_or_else(|| SendError::Unknown(name.to_owned()))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(REPLIES_PER_COMMAND);
         lock(&m.pending).insert(id, tx);
@@ -153,7 +162,38 @@ impl Fleet {
             return Err(SendError::Busy(name.to_owned(), self.queue));
         }
         metrics::counter!("control_server_commands_total", "command" => op.name()).increment(1);
+        m.last_command = Some(format!("{} #{id}", op.name()));
         Ok(Ticket { id, replies: rx })
+    }
+
+    /// Records the reply an agent sent, for [`Fleet::publish_status`].
+    pub(crate) fn note_reply(&self, name: &str, session: u64, reply: &Reply) {
+        if let Some(m) = self.lock().get_mut(name).filter(|m| m.session == session) {
+            m.last_reply = Some(format!("#{} {}", reply.id, crate::console::describe(reply)));
+        }
+    }
+
+    /// Publishes the agents (name, state, last command and reply) as `control` in
+    /// [`switchboard_core::status`], read when asked; the entry goes once the fleet is dropped.
+    pub fn publish_status(&self) {
+        let members = Arc::downgrade(&self.members);
+        switchboard_core::status::provide("control", move || {
+            let members = members.upgrade()?;
+            let agents: Vec<_> = list(&members)
+                .into_iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "name": a.name,
+                        "state": crate::console::state_name(a.state),
+                        "pending": a.pending,
+                        "attached_secs": a.attached_secs,
+                        "last_command": a.last_command,
+                        "last_reply": a.last_reply,
+                    })
+                })
+                .collect();
+            Some(serde_json::json!({ "agents": agents }))
+        });
     }
 
     /// Stops routing replies of command `id` to agent `name`'s waiter (it gave up).
@@ -172,18 +212,7 @@ impl Fleet {
 
     /// The attached agents, sorted by name.
     pub fn list(&self) -> Vec<AgentInfo> {
-        let mut v: Vec<AgentInfo> = self
-            .lock()
-            .iter()
-            .map(|(name, m)| AgentInfo {
-                name: name.clone(),
-                state: m.state,
-                pending: lock(&m.pending).len(),
-                attached_secs: m.attached_at.elapsed().as_secs(),
-            })
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        list(&self.members)
     }
 
     /// Number of attached agents.
@@ -233,6 +262,23 @@ pub(crate) fn route(pending: &Pending, reply: Reply) -> bool {
     }
 }
 
+/// The agents in `members`, sorted by name.
+fn list(members: &Mutex<HashMap<String, Member>>) -> Vec<AgentInfo> {
+    let mut v: Vec<AgentInfo> = lock(members)
+        .iter()
+        .map(|(name, m)| AgentInfo {
+            name: name.clone(),
+            state: m.state,
+            pending: lock(&m.pending).len(),
+            attached_secs: m.attached_at.elapsed().as_secs(),
+            last_command: m.last_command.clone(),
+            last_reply: m.last_reply.clone(),
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Poisoning only means a panic elsewhere; the maps stay consistent between operations.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -269,5 +315,25 @@ mod tests {
         assert_eq!(fleet.len(), 0);
         assert!(waiting.replies.recv().await.is_none(), "waiters learn the agent left");
         assert_eq!(fleet.send("a", &Op::Ping).unwrap_err(), SendError::Unknown("a".into()));
+    }
+
+    #[tokio::test]
+    async fn the_status_shows_agents_with_their_last_command_and_reply() {
+        let fleet = Fleet::new(2);
+        fleet.publish_status();
+        let a = fleet.attach("a", AgentState::Unready).unwrap();
+        let t = fleet.send("a", &Op::Ping).unwrap();
+        let mut pong = reply(t.id, reply::Outcome::Pong(Default::default()));
+        pong.state = AgentState::Ready as i32;
+        fleet.set_state("a", a.session, AgentState::Ready);
+        fleet.note_reply("a", a.session, &pong);
+        let status = switchboard_core::status::get("control").expect("published");
+        let agent = &status["agents"][0];
+        assert_eq!(agent["name"], "a");
+        assert_eq!(agent["state"], "ready");
+        assert_eq!(agent["last_command"], format!("ping #{}", t.id));
+        assert_eq!(agent["last_reply"], format!("#{} 0", t.id));
+        drop((a, t, fleet));
+        assert_eq!(switchboard_core::status::get("control"), None, "gone with the fleet");
     }
 }

@@ -93,6 +93,7 @@ pub async fn run(args: ServerArgs, ctx: Ctx) -> Result<()> {
         return Err(Error::config("--token must not be empty"));
     }
     let fleet = Fleet::new(args.agent_queue);
+    fleet.publish_status();
     ctx.health.register("control-server");
     let addr = attach::serve(args.listen, args.gate().await?, fleet.clone(), &ctx).await?;
     ctx.health.set_ready("control-server", true);

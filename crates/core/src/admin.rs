@@ -1,4 +1,4 @@
-//! The admin HTTP surface every process exposes: `/healthz`, `/readyz`, `/metrics`.
+//! The admin HTTP surface every process exposes: `/healthz`, `/readyz`, `/metrics`, `/status`.
 //!
 //! [`router`] is separate from [`serve`] so tests can call it with `oneshot`, and so
 //! services with their own HTTP port can merge it into theirs.
@@ -16,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Health, Result};
 
-/// `/healthz`, `/readyz` and `/metrics` for `health`.
+/// `/healthz`, `/readyz` and `/metrics` for `health`, and `/status` (the snapshots of
+/// [`crate::status`]).
 pub fn router(health: Health) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/status", get(|| async { axum::Json(crate::status::all()) }))
         .with_state(health)
 }
 
@@ -144,6 +146,11 @@ mod tests {
         let (code, body) = get_path(app, "/metrics").await;
         assert_eq!(code, StatusCode::OK);
         assert!(body.contains("core_admin_test_total 3"), "{body}");
+
+        crate::status::publish("admin-test", serde_json::json!({"ok": true}));
+        let (code, body) = get_path(router(health), "/status").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.contains(r#""admin-test":{"ok":true}"#), "{body}");
     }
 
     #[tokio::test]

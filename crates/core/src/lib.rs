@@ -5,12 +5,14 @@
 //! * [`telemetry`] — tracing (pretty or JSON), OTLP export, Prometheus recorder.
 //! * [`health`] — readiness that turns 503 once shutdown starts.
 //! * [`auth`] — constant-time comparison of shared secrets.
-//! * [`admin`] — the admin HTTP router (`/healthz`, `/readyz`, `/metrics`) and a server helper.
+//! * [`admin`] — the admin HTTP router (`/healthz`, `/readyz`, `/metrics`, `/status`) and a
+//!   server helper.
 //! * [`http`] — the HTTP server of every listener: header/idle timeout, connection cap.
 //! * [`grpc`] — the same limits on the accept side of every gRPC listener.
 //! * [`shutdown`] — SIGINT/SIGTERM → cancel → drain with a deadline; the [`Ctx`] every role gets.
 //! * [`redact`] — credentials masked out of every URL that reaches output.
 //! * [`stats`] — quantiles for the benchmark programs.
+//! * [`status`] — small read-only JSON snapshots by name, served as `/status`.
 //! * [`tls`] — the `--tls-*` flags and rustls configuration of our HTTP listeners.
 //! * [`url`] — the check of URLs roles dial (a scheme, http or https).
 //! * [`window`] — clocks (real and manual) and wall-clock-aligned time windows.
@@ -27,6 +29,7 @@ pub mod http;
 pub mod redact;
 pub mod shutdown;
 pub mod stats;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod url;

@@ -210,6 +210,22 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
         done.cancel();
     });
     ctx.health.set_ready("jobproxy", true);
+    // Where this process itself reaches the proxy (the console's job check dials it).
+    let scheme = if proxy.public_url.starts_with("https:") { "https" } else { "http" };
+    let local = if addr.ip().is_unspecified() {
+        format!("{scheme}://127.0.0.1:{}", addr.port())
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    switchboard_core::status::publish(
+        "jobproxy",
+        serde_json::json!({
+            "url": local,
+            "public_url": proxy.public_url,
+            "upstream": switchboard_core::redact::url(&args.upstream),
+            "node": args.node_id,
+        }),
+    );
     tracing::info!(%addr, upstream = %switchboard_core::redact::url(&args.upstream), public_url = %proxy.public_url, node = args.node_id, bus = bus.kind(), "jobproxy listening");
     Ok(ProxyHandle { addr, waiters: Arc::clone(&proxy.waiters), stopped })
 }

@@ -1,6 +1,7 @@
 //! Presence in one process: status replica, gateway and simulated clients on a shared bus and
 //! store. Used by `switchboard demo` and by `switchboard presence all` (embedded mode).
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchboard_bus::Bus;
 use switchboard_core::{Ctx, Endpoint, SystemClock};
@@ -9,6 +10,7 @@ use switchboard_store::Store;
 use crate::Result;
 use crate::clients::{self, ClientsArgs};
 use crate::gateway::{self, GatewayArgs};
+use crate::jitter::Jitter;
 use crate::status::{self, StatusArgs};
 
 /// Starts a status replica and a gateway on `bus`/`store` and, if `clients > 0`, that many
@@ -31,10 +33,22 @@ pub async fn start(
     let gateway_url = format!("http://{}", gateway.addr);
     let status_url = format!("http://{status_addr}");
     ctx.spawn(log_count(status_url.clone(), ctx.shutdown.clone()));
+    // The clients' Ping jitter, for read-only viewers (the web console) beside the URLs.
+    let jitter = Arc::new(Jitter::new(Duration::from_secs(1)));
     if clients > 0 {
         let args = ClientsArgs::new(clients, vec![gateway_url.clone()]);
-        clients::spawn(&args, None, ctx)?;
+        clients::spawn(&args, Some(jitter.clone()), ctx)?;
     }
+    let (gateways, status) = (vec![gateway_url.clone()], status_url.clone());
+    switchboard_core::status::provide("presence", move || {
+        let j = jitter.summary();
+        Some(serde_json::json!({
+            "gateways": gateways,
+            "status": status,
+            "simulated_clients": clients,
+            "jitter": {"samples": j.samples, "p50_ms": j.p50_ms, "p99_ms": j.p99_ms, "max_ms": j.max_ms},
+        }))
+    });
     Ok(vec![
         Endpoint::new("presence", "gateway (gRPC Gateway.Attach, reflection)", gateway_url),
         Endpoint::new(
@@ -48,7 +62,7 @@ pub async fn start(
 
 /// Logs the online count every 10 s, so the demo shows presence working without a gRPC tool.
 async fn log_count(status_url: String, shutdown: tokio_util::sync::CancellationToken) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut every = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -20,8 +20,19 @@ pub async fn run(args: DemoArgs, ctx: Ctx, admin_addr: SocketAddr) -> anyhow::Re
     let store = Store::connect(&store_url).await.with_context(|| format!("opening {store_url}"))?;
 
     let mut endpoints = vec![
+        // First: the one page that shows every service below, live.
+        Endpoint::new(
+            "console",
+            "web console (every service, live)",
+            format!("http://{admin_addr}/console"),
+        ),
         Endpoint::new("core", "admin: health, readiness", format!("http://{admin_addr}/readyz")),
         Endpoint::new("core", "admin: Prometheus metrics", format!("http://{admin_addr}/metrics")),
+        Endpoint::new(
+            "core",
+            "admin: status snapshots (JSON)",
+            format!("http://{admin_addr}/status"),
+        ),
         Endpoint::new("core", "embedded store", store_url),
         Endpoint::new("core", "bus", "memory://"),
     ];

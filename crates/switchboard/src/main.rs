@@ -136,9 +136,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (listener, admin_addr) =
         admin::bind(cli.admin_addr).await.context("starting the admin server")?;
     tracing::info!(url = %format!("{scheme}://{admin_addr}/metrics"), "admin server listening");
+    // The web console rides on the admin server and stops with it, so it shows the drain.
+    let console = switchboard_console::router(console_options(), admin_token.clone());
     let admin = tokio::spawn(admin::serve(
         listener,
-        admin::router(ctx.health.clone()),
+        admin::router(ctx.health.clone()).merge(console),
         admin_tls,
         admin_token.clone(),
     ));
@@ -243,6 +245,24 @@ async fn run_bench(which: Bench, ctx: Ctx) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// The console's job check: the jobclient's 50 jobs against the proxy of this process, found
+/// through the status the proxy publishes (so any process with a proxy, demo or not, has it).
+fn console_options() -> switchboard_console::Options {
+    let jobcheck = switchboard_console::job_check(|| async {
+        let url = switchboard_core::status::get("jobproxy")
+            .and_then(|s| s.get("url")?.as_str().map(str::to_owned))
+            .ok_or_else(|| "no jobproxy runs in this process".to_owned())?;
+        switchboard_jobproxy::jobcheck(&url, JOBCHECK_JOBS, JOBCHECK_DEADLINE)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    switchboard_console::Options { jobcheck: Some(jobcheck) }
+}
+
+/// The jobclient's contract: 50 jobs at once, all done within 5 s.
+const JOBCHECK_JOBS: usize = 50;
+const JOBCHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn tokio_util_token() -> switchboard_core::shutdown::CancellationToken {
     switchboard_core::shutdown::CancellationToken::new()

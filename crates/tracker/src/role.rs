@@ -68,11 +68,15 @@ pub async fn start_collector(
         journal: Journal::start(sink, args.queue_capacity, ctx),
     };
     let mut app = collector::router(state);
+    let with_api = api_store.is_some();
     if let Some(store) = api_store {
         let token = args.access.token();
         app = app.merge(api::router(ApiState { store, clock: Arc::new(SystemClock), token }));
     }
     let addr = serve(args.listen, app, &args.listener, "tracker-collector", ctx).await?;
+    if with_api {
+        publish_dashboard(addr);
+    }
     ctx.health.set_ready("tracker-collector", true);
     tracing::info!(url = %format!("http://{addr}/track"), "tracker collector listening");
     Ok(addr)
@@ -86,9 +90,27 @@ pub async fn start_api(args: &ApiArgs, store: Store, ctx: &Ctx) -> Result<Socket
     let token = args.access.token();
     let app = api::router(ApiState { store, clock: Arc::new(SystemClock), token });
     let addr = serve(args.listen, app, &args.listener, "tracker-api", ctx).await?;
+    publish_dashboard(addr);
     ctx.health.set_ready("tracker-api", true);
     tracing::info!(url = %format!("http://{addr}/"), "tracker dashboard listening");
     Ok(addr)
+}
+
+/// Tells read-only viewers (the web console) where the dashboard is; a wildcard address is
+/// shown as loopback, the only address certain to reach it.
+fn publish_dashboard(addr: SocketAddr) {
+    let port = addr.port();
+    let host =
+        if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let base = if addr.is_ipv6() && !addr.ip().is_unspecified() {
+        format!("http://[{host}]:{port}")
+    } else {
+        format!("http://{host}:{port}")
+    };
+    switchboard_core::status::publish(
+        "tracker",
+        serde_json::json!({ "dashboard": format!("{base}/dashboard"), "api": format!("{base}/api/series") }),
+    );
 }
 
 /// Binds `listen` and serves `app` on `ctx` until shutdown (in-flight requests finish).
