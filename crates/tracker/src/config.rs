@@ -177,7 +177,7 @@ pub struct BenchArgs {
 
     /// Workers folding in the end-to-end phases, one phase per count (e.g. `1,2,4`: how it
     /// scales); the workers share one durable consumer, as separate worker processes do.
-    #[arg(long, env = "SWITCHBOARD_BENCH_WORKERS", value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "SWITCHBOARD_WORKERS", value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: Vec<u16>,
 
     /// Instead of the phases: a steady load for this long (e.g. `10m`) in each mode, with RSS,
