@@ -250,28 +250,11 @@ async fn load(url: String, bodies: &Arc<Vec<Bytes>>, args: &BenchArgs, ctx: &Ctx
                 if i >= requests {
                     return Ok(latencies);
                 }
-                loop {
-                    if Instant::now() > deadline || cancel.is_cancelled() {
-                        return Err(Error::Bench("load did not finish in time".into()));
-                    }
-                    let sent = Instant::now();
-                    let res = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(bodies[i % bodies.len()].clone())
-                        .send()
-                        .await?;
-                    match res.status().as_u16() {
-                        202 => {
-                            latencies.push(sent.elapsed());
-                            break;
-                        }
-                        503 => {
-                            shed.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        other => return Err(Error::Bench(format!("collector answered {other}"))),
-                    }
+                let body = &bodies[i % bodies.len()];
+                let give_up = || Instant::now() > deadline || cancel.is_cancelled();
+                match post_until_accepted(&client, &url, body, &shed, give_up).await? {
+                    Some(latency) => latencies.push(latency),
+                    None => return Err(Error::Bench("load did not finish in time".into())),
                 }
             }
         });
@@ -284,6 +267,37 @@ async fn load(url: String, bodies: &Arc<Vec<Bytes>>, args: &BenchArgs, ctx: &Ctx
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     Ok(Load { elapsed, latencies, shed: shed.load(Ordering::Relaxed) })
+}
+
+/// Posts `body` until the collector accepts it (202), waiting 5 ms after each 503 (counted in
+/// `shed`): the accepted request's latency, or `None` once `give_up()` says stop retrying.
+async fn post_until_accepted(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Bytes,
+    shed: &AtomicU64,
+    give_up: impl Fn() -> bool,
+) -> Result<Option<Duration>> {
+    loop {
+        if give_up() {
+            return Ok(None);
+        }
+        let sent = Instant::now();
+        let res = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        match res.status().as_u16() {
+            202 => return Ok(Some(sent.elapsed())),
+            503 => {
+                shed.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => return Err(Error::Bench(format!("collector answered {other}"))),
+        }
+    }
 }
 
 fn row(

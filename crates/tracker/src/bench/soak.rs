@@ -99,27 +99,13 @@ pub(super) async fn run(
                     return Ok::<_, Error>(latencies);
                 }
                 tokio::time::sleep_until(at.into()).await;
-                loop {
-                    let t = Instant::now();
-                    let body = bodies[k as usize % bodies.len()].clone();
-                    let res = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await?;
-                    match res.status().as_u16() {
-                        202 => {
-                            latencies.push(t.elapsed());
-                            sent.fetch_add(batch, Ordering::Relaxed);
-                            break;
-                        }
-                        503 => {
-                            shed.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        other => return Err(Error::Bench(format!("collector answered {other}"))),
-                    }
+                let body = &bodies[k as usize % bodies.len()];
+                // Never gives up: the schedule, not a deadline, ends the soak.
+                if let Some(latency) =
+                    super::post_until_accepted(&client, &url, body, &shed, || false).await?
+                {
+                    latencies.push(latency);
+                    sent.fetch_add(batch, Ordering::Relaxed);
                 }
             }
         });
