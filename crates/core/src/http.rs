@@ -14,7 +14,8 @@
 //! * **Front** ([`Front`], optional): serves the requests it knows before hyper, in less
 //!   memory per connection, and hands the connection to the router at the first it does not.
 //! * **Lingering close** ([`linger`]): a closed connection is drained briefly, so an early
-//!   answer (413 to an oversized upload) reaches the client instead of a TCP reset.
+//!   answer (413 to an oversized upload) reaches the client instead of a TCP reset; a 413
+//!   over HTTP/1 says `connection: close`, so the client does not reuse the connection.
 mod front;
 mod linger;
 
@@ -142,6 +143,7 @@ pub async fn serve_with_front(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let app = app.layer(axum::middleware::from_fn(close_after_413));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     // Shared by every connection task: built once, not cloned per accepted connection.
@@ -228,6 +230,21 @@ pub async fn serve_with_front(
     stop.cancel();
     graceful.shutdown().await;
     Ok(())
+}
+
+/// A 413 is usually sent before the request body is read, so the connection cannot be
+/// reused; saying `connection: close` (HTTP/1 only: HTTP/2 forbids the header) keeps the
+/// client from pooling it and sending its next request into the lingering close.
+async fn close_after_413(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let http1 = req.version() <= http::Version::HTTP_11;
+    let mut res = next.run(req).await;
+    if http1 && res.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    res
 }
 
 /// What one connection's task needs.
@@ -317,5 +334,36 @@ mod tests {
             let text = String::from_utf8_lossy(&answer);
             assert!(text.starts_with("HTTP/1.1 413"), "{read:?}: {text:?}");
         }
+    }
+
+    /// A client on a loaded machine may stall mid-upload for longer than a scheduler tick:
+    /// the lingering close must wait out such a pause, or the client's next write meets a
+    /// closed socket, the kernel answers with a reset and the 413 already in the client's
+    /// receive buffer is destroyed (reqwest reports `IncompleteMessage`). The early 413
+    /// also says `connection: close`, so the client does not pool a connection that the
+    /// server is closing.
+    #[tokio::test]
+    async fn an_early_413_survives_a_client_that_pauses_mid_upload() {
+        let app = Router::new()
+            .route("/", axum::routing::post(|_: axum::body::Bytes| async { "ok" }))
+            .layer(axum::extract::DefaultBodyLimit::max(1024));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits::new(DEFAULT_HEADER_TIMEOUT, 16, "test");
+        tokio::spawn(serve(listener, app, limits, None, "test", std::future::pending()));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = vec![b'x'; 1 << 20];
+        let head = format!("POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", body.len());
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&body[..4096]).await.unwrap();
+        // The stall is the stimulus here, not a synchronization: a pause longer than the
+        // old 200 ms quiet period, shorter than the one a loaded client is allowed.
+        tokio::time::sleep(linger::QUIET / 2).await;
+        client.write_all(&body[4096..]).await.expect("the server still drains after a pause");
+        let mut answer = Vec::new();
+        let read = client.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 413"), "{read:?}: {text:?}");
+        assert!(text.contains("connection: close"), "{text:?}");
     }
 }

@@ -99,6 +99,8 @@ struct Background {
     child: Child,
     admin: Option<u16>,
     log: PathBuf,
+    /// How often it was started again after its port was taken (see `check_alive`).
+    restarts: u32,
 }
 
 impl Drop for Background {
@@ -210,8 +212,13 @@ impl Session {
     }
 
     async fn start(&mut self, command: &str, must_be_ready: bool) {
-        let admin = free_port();
         let log = self.dir.path().join(format!("{}.log", self.background.len()));
+        let started = self.spawn(command, must_be_ready, log);
+        self.background.push(started);
+    }
+
+    fn spawn(&self, command: &str, must_be_ready: bool, log: PathBuf) -> Background {
+        let admin = free_port();
         let mut cmd = self.bash(&format!("exec {command}"));
         cmd.env("SWITCHBOARD_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
             .stdin(Stdio::piped())
@@ -219,7 +226,7 @@ impl Session {
             .stderr(std::fs::File::create(&log).unwrap());
         let child = cmd.spawn().unwrap();
         let admin = must_be_ready.then_some(admin);
-        self.background.push(Background { line: command.to_owned(), child, admin, log });
+        Background { line: command.to_owned(), child, admin, log, restarts: 0 }
     }
 
     /// Starts the engines script and learns the values of the README's placeholders from
@@ -259,7 +266,13 @@ impl Session {
             panic!("dev-engines.sh ended early: {}", std::fs::read_to_string(&log).unwrap());
         };
         tokio::time::timeout(DEADLINE, read).await.expect("dev-engines.sh prints its URLs");
-        self.background.push(Background { line: command.into(), child, admin: None, log });
+        self.background.push(Background {
+            line: command.into(),
+            child,
+            admin: None,
+            log,
+            restarts: 0,
+        });
     }
 
     /// Waits until every background role answers `/readyz` with 200, and none has failed.
@@ -282,11 +295,26 @@ impl Session {
         }
     }
 
-    /// Panics if a background process exited with a failure.
+    /// Panics if a background process exited with a failure. One whose documented port was
+    /// taken is started again: the README's gRPC ports lie in Linux's ephemeral range, and
+    /// an outgoing connection made after [`wait_bindable`] (a role's own, to NATS or
+    /// PostgreSQL) can get one as its local port. That collision is the machine's, not a
+    /// wrong line.
     fn check_alive(&mut self) {
         for i in 0..self.background.len() {
             let status = self.background[i].child.try_wait().unwrap();
             if status.is_some_and(|s| !s.success()) {
+                let b = &self.background[i];
+                let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+                if b.restarts < 3 && log.contains("Address already in use") {
+                    eprintln!("  (a port of `{}` was taken by another socket; again)", b.line);
+                    let (line, ready, restarts) = (b.line.clone(), b.admin.is_some(), b.restarts);
+                    let retry = b.log.with_extension(format!("retry{restarts}.log"));
+                    let mut again = self.spawn(&line, ready, retry);
+                    again.restarts = restarts + 1;
+                    self.background[i] = again;
+                    continue;
+                }
                 self.dump_logs();
                 panic!("`{}` failed on its own: {status:?}", self.background[i].line);
             }

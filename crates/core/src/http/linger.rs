@@ -14,10 +14,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::sync::oneshot;
 
-/// A client that sends nothing for this long after our FIN is taken to have stopped.
-pub(super) const QUIET: Duration = Duration::from_millis(200);
-/// The longest a closed connection is drained (and holds its descriptor).
-pub(super) const MAX: Duration = Duration::from_secs(2);
+/// A client that sends nothing for this long after our FIN is taken to have stopped. Long
+/// enough for a client on a loaded machine to be descheduled mid-upload (200 ms was not).
+pub(super) const QUIET: Duration = Duration::from_secs(1);
+/// The longest a closed connection is drained (and holds its descriptor and its connection
+/// permit): short, because a slow-drip client that the header timeout closed is drained
+/// too, and long enough for an upload of the largest body we accept over loopback or LAN.
+pub(super) const MAX: Duration = Duration::from_secs(3);
 
 /// A stream that goes back through `back` when dropped (by hyper, or by an upgraded
 /// connection that took it over).
