@@ -309,12 +309,8 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    /// An upload far over the body limit is refused 413 before the body is read; the client,
-    /// still writing, must be able to finish writing and then read that answer. Without the
-    /// lingering close its writes fail with a reset, and HTTP clients that see the write fail
-    /// (hyper's, so reqwest's) report a broken connection instead of the 413.
-    #[tokio::test]
-    async fn an_early_413_reaches_a_client_still_sending_its_body() {
+    /// A server whose one route takes bodies of at most 1 KiB.
+    async fn upload_limited_to_1k() -> std::net::SocketAddr {
         let app = Router::new()
             .route("/", axum::routing::post(|_: axum::body::Bytes| async { "ok" }))
             .layer(axum::extract::DefaultBodyLimit::max(1024));
@@ -322,6 +318,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let limits = Limits::new(DEFAULT_HEADER_TIMEOUT, 16, "test");
         tokio::spawn(serve(listener, app, limits, None, "test", std::future::pending()));
+        addr
+    }
+
+    /// An upload far over the body limit is refused 413 before the body is read; the client,
+    /// still writing, must be able to finish writing and then read that answer. Without the
+    /// lingering close its writes fail with a reset, and HTTP clients that see the write fail
+    /// (hyper's, so reqwest's) report a broken connection instead of the 413.
+    #[tokio::test]
+    async fn an_early_413_reaches_a_client_still_sending_its_body() {
+        let addr = upload_limited_to_1k().await;
         for _ in 0..5 {
             let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
             let body = vec![b'x'; 16 << 20];
@@ -344,13 +350,7 @@ mod tests {
     /// server is closing.
     #[tokio::test]
     async fn an_early_413_survives_a_client_that_pauses_mid_upload() {
-        let app = Router::new()
-            .route("/", axum::routing::post(|_: axum::body::Bytes| async { "ok" }))
-            .layer(axum::extract::DefaultBodyLimit::max(1024));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = Limits::new(DEFAULT_HEADER_TIMEOUT, 16, "test");
-        tokio::spawn(serve(listener, app, limits, None, "test", std::future::pending()));
+        let addr = upload_limited_to_1k().await;
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let body = vec![b'x'; 1 << 20];
         let head = format!("POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", body.len());
