@@ -83,7 +83,7 @@ impl Args {
     /// # Errors
     /// An environment variable holds an invalid value.
     pub fn for_server(server: impl Into<String>) -> Result<Self> {
-        let mut args: Self = defaults("aggregator")?;
+        let mut args: Self = switchboard_core::config::flags(&[]);
         args.server = server.into();
         Ok(args)
     }
@@ -122,14 +122,6 @@ fn connector(
         Some(_) => Err(Error::config(format!("--server {shown}: --tls-ca needs a wss:// URL"))),
         None => Err(Error::config(format!("--server {shown}: wss:// needs --tls-ca"))),
     }
-}
-
-/// A flag struct as clap fills it with no flags given (defaults and `SWITCHBOARD_*` vars).
-pub(crate) fn defaults<A: clap::Args + clap::FromArgMatches>(name: &'static str) -> Result<A> {
-    let matches = A::augment_args(clap::Command::new(name))
-        .try_get_matches_from([name])
-        .map_err(|e| Error::config(e.to_string()))?;
-    A::from_arg_matches(&matches).map_err(|e| Error::config(e.to_string()))
 }
 
 /// Runs the aggregator until `ctx.shutdown`, then flushes the open window.

@@ -102,7 +102,7 @@ impl WsServerArgs {
     /// The demo's simulator: every feature on, ephemeral port, `interval` windows, every
     /// checked report printed.
     pub(crate) fn demo(interval: Duration) -> Result<Self> {
-        let mut args: Self = crate::client::defaults("wsserver")?;
+        let mut args: Self = switchboard_core::config::flags(&[]);
         args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         args.interval = interval;
         args.print_reports = true;

@@ -206,19 +206,18 @@ impl Agent {
 impl AgentArgs {
     /// Default settings for an in-process agent (demo, bench) dialing `server`.
     pub(crate) fn local(server: &str, name: &str, token: &str) -> Self {
-        Self {
-            server: server.to_owned(),
-            name: Some(name.to_owned()),
-            token: token.to_owned(),
-            max_in_flight: 64,
-            max_x: 3600.0,
-            max_msg_bytes: 1024,
-            rate: 200.0,
-            burst: 400,
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-            tls: crate::tls::AgentTls::default(),
-        }
+        // Quicker reconnects than a remote agent's: the console is on the same machine.
+        switchboard_core::config::flags(&[
+            "--server",
+            server,
+            "--name",
+            name,
+            "--token",
+            token,
+            "--backoff-min",
+            "100ms",
+            "--backoff-max",
+            "5s",
+        ])
     }
 }

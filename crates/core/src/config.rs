@@ -18,7 +18,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::{Error, Result};
+use crate::{ConfigError, Error, Result};
 
 /// Environment variable naming the TOML file when `--config` is not given.
 pub const CONFIG_ENV: &str = "SWITCHBOARD_CONFIG";
@@ -26,6 +26,31 @@ pub const CONFIG_ENV: &str = "SWITCHBOARD_CONFIG";
 /// The env var clap reads for flag `--name`: `SWITCHBOARD_` + upper snake case.
 pub fn env_var_for(flag: &str) -> String {
     format!("SWITCHBOARD_{}", flag.replace('-', "_").to_ascii_uppercase())
+}
+
+/// A flag struct filled from `argv` and the built-in defaults of its `#[arg]` attributes
+/// alone: how the demo, the benchmarks and tests build a role's settings, so every default
+/// lives once, where `--help` documents it. The environment is not read: `SWITCHBOARD_*`
+/// names are shared by every role (`SWITCHBOARD_LISTEN`, `SWITCHBOARD_BUS`), and a
+/// variable exported for one role must not reach the others running in the same process.
+///
+/// # Panics
+/// `argv` does not parse: a bug in the caller's built-in flags, which its tests catch.
+pub fn flags<T: clap::Args + clap::FromArgMatches>(argv: &[&str]) -> T {
+    let parsed = without_env::<T>()
+        .try_get_matches_from(argv)
+        .and_then(|m| T::from_arg_matches(&m))
+        .map_err(|e| ConfigError::new(e.to_string()));
+    match parsed {
+        Ok(flags) => flags,
+        Err(e) => panic!("built-in flags {argv:?} do not parse: {e}"),
+    }
+}
+
+/// `T`'s flags as a command that reads no environment variable.
+fn without_env<T: clap::Args>() -> clap::Command {
+    T::augment_args(clap::Command::new("switchboard").no_binary_name(true))
+        .mut_args(|a| a.env(None))
 }
 
 /// Returns `args` with the TOML config file's settings appended as flags (after every original
@@ -129,6 +154,25 @@ fn scalar_text(v: &toml::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_take_the_documented_defaults_and_never_the_environment() {
+        let http: crate::http::HttpArgs = flags(&[]);
+        assert_eq!(http.header_timeout, crate::http::DEFAULT_HEADER_TIMEOUT);
+        let http: crate::http::HttpArgs = flags(&["--header-timeout", "3s"]);
+        assert_eq!(http.header_timeout, std::time::Duration::from_secs(3));
+        // Where the role reads `SWITCHBOARD_HEADER_TIMEOUT`, `flags` reads nothing.
+        let env = |c: &clap::Command| c.get_arguments().filter(|a| a.get_env().is_some()).count();
+        let role = <crate::http::HttpArgs as clap::Args>::augment_args(clap::Command::new("t"));
+        assert_eq!(env(&role), 1);
+        assert_eq!(env(&without_env::<crate::http::HttpArgs>()), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "do not parse")]
+    fn flags_that_do_not_parse_are_a_bug() {
+        let _: crate::http::HttpArgs = flags(&["--header-timeout", "soon"]);
+    }
 
     fn args(s: &[&str]) -> Vec<OsString> {
         s.iter().map(OsString::from).collect()

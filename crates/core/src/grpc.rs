@@ -44,12 +44,6 @@ pub struct GrpcArgs {
     pub idle_timeout: std::time::Duration,
 }
 
-impl Default for GrpcArgs {
-    fn default() -> Self {
-        Self { idle_timeout: crate::http::DEFAULT_HEADER_TIMEOUT }
-    }
-}
-
 impl GrpcArgs {
     /// The limits of a listener that wants at most `max_connections` open (see
     /// [`Limits::new`]); the idle timeout travels as `header_timeout`.

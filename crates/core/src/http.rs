@@ -82,12 +82,6 @@ pub struct HttpArgs {
     pub header_timeout: Duration,
 }
 
-impl Default for HttpArgs {
-    fn default() -> Self {
-        Self { header_timeout: DEFAULT_HEADER_TIMEOUT }
-    }
-}
-
 impl HttpArgs {
     /// The limits of a listener that wants at most `max_connections` open (see
     /// [`Limits::new`]).

@@ -1,7 +1,5 @@
 //! The jobproxy part of `switchboard demo`: a job-server simulator and a proxy in front of it,
 //! both on ephemeral loopback ports, stopping with the demo.
-use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use switchboard_core::{Ctx, Endpoint};
@@ -9,11 +7,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobserver::{JobServer, JobServerArgs};
 use crate::{Args, ProxyHandle, Result, proxy};
-
-// The proxy's flag defaults, checked at compile time.
-const MAX_HELD: NonZeroUsize = NonZeroUsize::new(20_000).unwrap();
-const ACCOUNT_QUEUE: NonZeroUsize = NonZeroUsize::new(4_096).unwrap();
-const MAX_LINKS: NonZeroUsize = NonZeroUsize::new(1_024).unwrap();
 
 /// Starts the simulator and the proxy; returns their endpoints.
 ///
@@ -41,28 +34,10 @@ async fn launch(ctx: &Ctx) -> Result<(JobServer, ProxyHandle)> {
     let server = JobServer::start(JobServerArgs::loopback(Duration::from_millis(500)), &sim_ctx)
         .await
         .inspect_err(|_| sim_shutdown.cancel())?;
-    let proxy = proxy::start(
-        Args {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            upstream: format!("http://{}", server.addr()),
-            public_url: None,
-            bus: "memory://".to_owned(),
-            node_id: 0,
-            deadline: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(8),
-            upstream_timeout: Duration::from_secs(5),
-            max_held: MAX_HELD,
-            account_queue: ACCOUNT_QUEUE,
-            max_links: MAX_LINKS,
-            upstream_idle: Duration::from_secs(2),
-            max_body: 65_536,
-            http: switchboard_core::http::HttpArgs::default(),
-            tls: switchboard_core::tls::TlsArgs::default(),
-        },
-        ctx,
-    )
-    .await
-    .inspect_err(|_| sim_shutdown.cancel())?;
+    let upstream = format!("http://{}", server.addr());
+    let args: Args =
+        switchboard_core::config::flags(&["--listen", "127.0.0.1:0", "--upstream", &upstream]);
+    let proxy = proxy::start(args, ctx).await.inspect_err(|_| sim_shutdown.cancel())?;
     let stopped = proxy.clone();
     ctx.spawn(async move {
         stopped.stopped().await;

@@ -79,17 +79,8 @@ pub struct JobServerArgs {
 impl JobServerArgs {
     /// Defaults on an ephemeral loopback port with the given job time (demo and bench).
     pub fn loopback(job_time: Duration) -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            job_time,
-            latency: Duration::ZERO,
-            callback_attempts: 5,
-            callback_backoff: Duration::from_millis(100),
-            callback_timeout: Duration::from_secs(5),
-            callback_concurrency: 256,
-            max_jobs: 100_000,
-            faults: Faults::default(),
-        }
+        let job_time = humantime::format_duration(job_time).to_string();
+        switchboard_core::config::flags(&["--listen", "127.0.0.1:0", "--job-time", &job_time])
     }
 }
 

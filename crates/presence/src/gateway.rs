@@ -97,24 +97,10 @@ pub struct GatewayArgs {
     pub grpc: switchboard_core::grpc::GrpcArgs,
 }
 
-impl Default for GatewayArgs {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            bus: "memory://".into(),
-            gateway_id: None,
-            ping_interval: Duration::from_secs(1),
-            client_timeout: Duration::from_secs(5),
-            max_clients: 100_000,
-            batch_max: 2_000,
-            batch_interval: Duration::from_millis(100),
-            report_queue: 65_536,
-            stream_window: 4_096,
-            ping_slots: 20,
-            client_auth_key: None,
-            tls: switchboard_core::tls::TlsArgs::default(),
-            grpc: switchboard_core::grpc::GrpcArgs::default(),
-        }
+impl GatewayArgs {
+    /// Defaults on an ephemeral loopback port (demo, tests).
+    pub fn loopback() -> Self {
+        switchboard_core::config::flags(&["--listen", "127.0.0.1:0"])
     }
 }
 

@@ -125,7 +125,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
             let gateway = GatewayArgs {
                 listen: args.gateway_listen,
                 grpc: args.grpc,
-                ..GatewayArgs::default()
+                ..GatewayArgs::loopback()
             };
             let status = StatusArgs {
                 listen: args.status_listen,
@@ -167,5 +167,6 @@ pub async fn bench(args: BenchArgs, ctx: Ctx) -> Result<()> {
 /// A component fails to start.
 pub async fn demo(ctx: &Ctx, bus: &Bus, store: &Store) -> Result<Vec<Endpoint>> {
     let store_url = "sqlite://demo";
-    demo::start(ctx, bus, store, GatewayArgs::default(), &StatusArgs::embedded(store_url), 50).await
+    demo::start(ctx, bus, store, GatewayArgs::loopback(), &StatusArgs::embedded(store_url), 50)
+        .await
 }

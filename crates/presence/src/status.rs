@@ -60,16 +60,7 @@ pub struct StatusArgs {
 impl StatusArgs {
     /// Defaults for an embedded replica on `store` (demo, tests).
     pub fn embedded(store: &str) -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            bus: "memory://".into(),
-            store: store.into(),
-            replica_id: "status-0".into(),
-            snapshot_interval: Duration::from_secs(2),
-            tls: switchboard_core::tls::TlsArgs::default(),
-            grpc: switchboard_core::grpc::GrpcArgs::default(),
-            max_connections: 10_000,
-        }
+        switchboard_core::config::flags(&["--listen", "127.0.0.1:0", "--store", store])
     }
 }
 

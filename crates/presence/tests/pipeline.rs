@@ -38,7 +38,7 @@ async fn setup(gateway_ctx: &Ctx) -> Setup {
     let store = Store::connect(&store_url).await.unwrap();
     let bus = Bus::memory();
     let gw = switchboard_presence::start_gateway(
-        GatewayArgs::default(),
+        GatewayArgs::loopback(),
         bus.clone(),
         gateway_ctx.clone(),
     )
@@ -175,7 +175,7 @@ async fn clients_of_a_drained_gateway_move_to_the_other_without_double_counting(
     let (ctx1, ctx2, status_ctx) = (Ctx::new(), Ctx::new(), Ctx::new());
     let s = setup(&ctx1).await;
     let gw2 =
-        switchboard_presence::start_gateway(GatewayArgs::default(), s.bus.clone(), ctx2.clone())
+        switchboard_presence::start_gateway(GatewayArgs::loopback(), s.bus.clone(), ctx2.clone())
             .await
             .unwrap();
     let status_url = s.status(Arc::new(SystemClock), &status_ctx).await;

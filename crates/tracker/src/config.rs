@@ -190,30 +190,17 @@ pub struct BenchArgs {
     pub soak_rate: u64,
 }
 
-/// Parses role flags from `args` (and `SWITCHBOARD_*` variables, as the role itself would),
-/// so the demo and the benchmark share the defaults documented in `--help`.
-fn defaults<T: clap::Args>(args: &[&str]) -> T {
-    #[derive(clap::Parser)]
-    struct Only<T: clap::Args> {
-        #[command(flatten)]
-        inner: T,
-    }
-    let argv = std::iter::once("tracker").chain(args.iter().copied());
-    // Built-in flags and values: a failure here is a bug in this file, caught by the tests.
-    <Only<T> as clap::Parser>::try_parse_from(argv).expect("valid built-in flags").inner
-}
-
 impl CollectorArgs {
     /// Defaults, on an ephemeral loopback port, journaling into `bus`/`store`.
     pub fn ephemeral() -> Self {
-        defaults(&["--listen", "127.0.0.1:0"])
+        switchboard_core::config::flags(&["--listen", "127.0.0.1:0"])
     }
 }
 
 impl WorkerArgs {
     /// Defaults, polling the outbox every `idle_poll`.
     pub fn with_idle_poll(idle_poll: Duration) -> Self {
-        let mut w: Self = defaults(&[]);
+        let mut w: Self = switchboard_core::config::flags(&[]);
         w.idle_poll = idle_poll;
         w
     }
