@@ -78,14 +78,9 @@ pub struct Args {
 }
 
 impl Args {
-    /// Default flags (and `SWITCHBOARD_*` variables) pointed at `server`.
-    ///
-    /// # Errors
-    /// An environment variable holds an invalid value.
-    pub fn for_server(server: impl Into<String>) -> Result<Self> {
-        let mut args: Self = switchboard_core::config::flags(&[]);
-        args.server = server.into();
-        Ok(args)
+    /// Default flags pointed at `server`.
+    pub fn for_server(server: &str) -> Self {
+        switchboard_core::config::flags(&["--server", server])
     }
 
     fn limits(&self) -> Limits {

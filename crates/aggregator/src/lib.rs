@@ -68,7 +68,7 @@ const DEMO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// # Errors
 /// A component fails to start.
 pub async fn demo(ctx: &Ctx) -> Result<Vec<Endpoint>> {
-    let sim = wsserver::WsServerArgs::demo(DEMO_INTERVAL)?;
+    let sim = wsserver::WsServerArgs::demo(DEMO_INTERVAL);
     let (listener, addr) = wsserver::bind(&sim).await?;
     let url = format!("ws://{addr}/ws");
     // The simulator outlives the client: it stops only once the client has sent its
@@ -80,7 +80,7 @@ pub async fn demo(ctx: &Ctx) -> Result<Vec<Endpoint>> {
             tracing::error!(error = %e, "wsserver simulator stopped");
         }
     });
-    let mut args = Args::for_server(url.clone())?;
+    let mut args = Args::for_server(&url);
     args.interval = DEMO_INTERVAL;
     let client_ctx = ctx.child();
     ctx.spawn(async move {

@@ -101,15 +101,19 @@ pub struct WsServerArgs {
 impl WsServerArgs {
     /// The demo's simulator: every feature on, ephemeral port, `interval` windows, every
     /// checked report printed.
-    pub(crate) fn demo(interval: Duration) -> Result<Self> {
-        let mut args: Self = switchboard_core::config::flags(&[]);
-        args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        args.interval = interval;
-        args.print_reports = true;
-        args.pad = true;
-        args.children_key = true;
-        args.malformed_every = 5_000;
-        Ok(args)
+    pub(crate) fn demo(interval: Duration) -> Self {
+        let interval = humantime::format_duration(interval).to_string();
+        switchboard_core::config::flags(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            &interval,
+            "--print-reports",
+            "--pad",
+            "--children-key",
+            "--malformed-every",
+            "5000",
+        ])
     }
 
     fn shape(&self) -> Shape {

@@ -10,15 +10,36 @@ use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(40);
 
+/// Each child's log file, by pid: printed when a child does not finish in time.
+static LOGS: std::sync::Mutex<Vec<(u32, std::path::PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
 fn switchboard(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    // A file, not a pipe: nobody reads stderr while the test runs, and a full pipe would
+    // stall the child. Under cargo's scratch directory for tests, one per child.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("aggregator-{}-{n}.log", std::process::id());
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let file = std::fs::File::create(&path).expect("a log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(file)
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn switchboard")
+        .expect("spawn switchboard");
+    LOGS.lock().unwrap().push((child.id().expect("running"), path));
+    child
+}
+
+/// The last lines `pid` logged.
+fn log_tail(pid: Option<u32>) -> String {
+    let logs = LOGS.lock().unwrap();
+    let Some((_, path)) = logs.iter().find(|(p, _)| Some(*p) == pid) else { return String::new() };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// A wsserver on a free port; returns the process and the aggregator's `--server` URL.
@@ -49,9 +70,10 @@ fn aggregator(port: u16, admin: u16, interval: &str) -> Child {
 
 /// Waits for the simulator to finish; returns its exit success and its summary line.
 async fn finish(child: Child) -> (bool, String) {
+    let pid = child.id();
     let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
         .await
-        .expect("wsserver did not finish in time")
+        .unwrap_or_else(|_| panic!("wsserver did not finish in time; its log:\n{}", log_tail(pid)))
         .expect("wait for wsserver");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
