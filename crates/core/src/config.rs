@@ -18,7 +18,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::{ConfigError, Error, Result};
+use crate::{Error, Result};
 
 /// Environment variable naming the TOML file when `--config` is not given.
 pub const CONFIG_ENV: &str = "SWITCHBOARD_CONFIG";
@@ -37,14 +37,10 @@ pub fn env_var_for(flag: &str) -> String {
 /// # Panics
 /// `argv` does not parse: a bug in the caller's built-in flags, which its tests catch.
 pub fn flags<T: clap::Args + clap::FromArgMatches>(argv: &[&str]) -> T {
-    let parsed = without_env::<T>()
+    without_env::<T>()
         .try_get_matches_from(argv)
         .and_then(|m| T::from_arg_matches(&m))
-        .map_err(|e| ConfigError::new(e.to_string()));
-    match parsed {
-        Ok(flags) => flags,
-        Err(e) => panic!("built-in flags {argv:?} do not parse: {e}"),
-    }
+        .unwrap_or_else(|e| panic!("built-in flags {argv:?} do not parse: {e}"))
 }
 
 /// `T`'s flags as a command that reads no environment variable.
