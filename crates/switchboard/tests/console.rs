@@ -1,10 +1,12 @@
 //! The web console on the real executable: `switchboard demo` prints its URL first, serves the
 //! page, the event stream, the status API and the job check; and headless Chromium renders a
 //! section per service with live data that changes from one rendering to the next, and that
-//! the event stream updates in an open page.
+//! the event stream updates in an open page, at a desktop and a phone size (screenshots of both
+//! are kept under cargo's test scratch dir, `target/tmp/console-*.png`).
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::Value;
 use switchboard_testkit::free_port;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
@@ -206,16 +208,15 @@ async fn console_renders_every_section_live_in_headless_chromium() {
 
 /// Opens `url` in Chromium under the DevTools protocol and reads the page's stream state and
 /// snapshot number until the stream has updated the page twice; returns the state and the
-/// snapshot numbers seen, in order.
+/// snapshot numbers seen, in order. Then checks the page at a desktop and a phone size (no
+/// horizontal scrolling, the job check reachable by keyboard) and keeps a screenshot of each
+/// under cargo's test scratch dir.
 async fn watch_live_page(chromium: &str, url: &str) -> (String, Vec<u64>) {
-    use futures::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
-
     let profile = tempfile::tempdir().unwrap();
     let mut browser = Command::new(chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         .args(["--no-first-run", &format!("--user-data-dir={}", profile.path().display())])
-        .args(["--remote-debugging-port=0", url])
+        .args(["--window-size=1280,800", "--remote-debugging-port=0", url])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -236,7 +237,7 @@ async fn watch_live_page(chromium: &str, url: &str) -> (String, Vec<u64>) {
     let http = devtools.trim_start_matches("ws://").split('/').next().unwrap().to_owned();
 
     let end = Instant::now() + DEADLINE;
-    let page = loop {
+    let target = loop {
         let targets: Value =
             reqwest::get(format!("http://{http}/json/list")).await.unwrap().json().await.unwrap();
         let found =
@@ -249,25 +250,14 @@ async fn watch_live_page(chromium: &str, url: &str) -> (String, Vec<u64>) {
         assert!(Instant::now() < end, "chromium never opened {url}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async(&page).await.expect("DevTools socket");
+    let mut page = DevTools::connect(&target).await;
     let expression = "JSON.stringify([document.getElementById('conn').textContent, \
                       document.getElementById('seq').textContent])";
-    let (mut conn, mut seen) = (String::new(), Vec::<u64>::new());
-    for id in 1.. {
-        let call = serde_json::json!({"id": id, "method": "Runtime.evaluate",
-            "params": {"expression": expression, "returnByValue": true}});
-        ws.send(Message::text(call.to_string())).await.unwrap();
-        let answer = loop {
-            let msg = tokio::time::timeout(DEADLINE, ws.next()).await.expect("DevTools answers");
-            let Some(Ok(Message::Text(text))) = msg else { continue };
-            let v: Value = serde_json::from_str(text.as_str()).unwrap();
-            if v["id"] == id {
-                break v;
-            }
-        };
-        let value = answer["result"]["result"]["value"].as_str().unwrap_or("[]").to_owned();
-        let [state, seq]: [String; 2] = serde_json::from_str(&value).unwrap_or_default();
-        conn = state;
+    let mut seen = Vec::<u64>::new();
+    let conn = loop {
+        let value = page.eval(expression).await;
+        let [conn, seq]: [String; 2] =
+            serde_json::from_str(value.as_str().unwrap_or("[]")).unwrap_or_default();
         if let Ok(n) = seq.parse::<u64>()
             && seen.last() != Some(&n)
         {
@@ -275,12 +265,77 @@ async fn watch_live_page(chromium: &str, url: &str) -> (String, Vec<u64>) {
         }
         // The first number may be the inlined snapshot; two more came over the stream.
         if conn == "live" && seen.len() >= 3 {
-            break;
+            break conn;
         }
         assert!(Instant::now() < end, "the page did not update live: {conn:?}, {seen:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let focused =
+        page.eval("document.getElementById('jobcheck').focus(); document.activeElement.id");
+    assert_eq!(focused.await, "jobcheck", "the job check takes the keyboard focus");
+    for (width, height, mobile) in [(1280, 800, false), (390, 844, true)] {
+        let metrics = serde_json::json!({"width": width, "height": height,
+            "deviceScaleFactor": 1, "mobile": mobile});
+        page.call("Emulation.setDeviceMetricsOverride", metrics).await;
+        let overflow = page.eval("document.documentElement.scrollWidth - window.innerWidth").await;
+        assert!(
+            overflow.as_i64().is_some_and(|px| px <= 0),
+            "{width}px scrolls sideways: {overflow}"
+        );
+        let shot = page.call("Page.captureScreenshot", serde_json::json!({"format": "png"})).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("screenshot data"))
+            .expect("screenshot is base64");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot at {width}px");
+        let file = format!("{}/console-{width}x{height}.png", env!("CARGO_TARGET_TMPDIR"));
+        std::fs::write(&file, png).unwrap();
+        eprintln!("screenshot: {file}");
     }
     (conn, seen)
+}
+
+/// One page under the Chrome DevTools protocol: commands out, their answers back by id.
+struct DevTools {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+}
+
+impl DevTools {
+    async fn connect(target: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(target).await.expect("DevTools socket");
+        Self { ws, next_id: 1 }
+    }
+
+    /// Sends `method` and returns its `result`; events in between are skipped.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        use futures::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+
+        let id = self.next_id;
+        self.next_id += 1;
+        let call = serde_json::json!({"id": id, "method": method, "params": params});
+        self.ws.send(Message::text(call.to_string())).await.unwrap();
+        loop {
+            let msg =
+                tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("DevTools answers");
+            let Some(Ok(Message::Text(text))) = msg else { continue };
+            let mut v: Value = serde_json::from_str(text.as_str()).unwrap();
+            if v["id"] == id {
+                assert!(v["error"].is_null(), "{method}: {}", v["error"]);
+                return v["result"].take();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression evaluated in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let params = serde_json::json!({"expression": expression, "returnByValue": true});
+        let mut result = self.call("Runtime.evaluate", params).await;
+        result["result"]["value"].take()
+    }
 }
 
 fn chromium() -> Option<&'static str> {
