@@ -195,7 +195,7 @@ impl Bus {
     /// # Errors
     /// Unknown scheme, or the NATS server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
-        let engine = if url.starts_with("memory:") {
+        let engine = if Self::is_process_local_url(url) {
             Engine::Memory(memory::MemoryBus::new())
         } else if url.starts_with("nats:") || url.starts_with("tls:") {
             Engine::Nats(nats::NatsBus::connect(url).await?)
@@ -218,6 +218,12 @@ impl Bus {
     /// The one engine question callers ask; [`kind`](Self::kind) is for logs only.
     pub fn is_process_local(&self) -> bool {
         matches!(self.engine, Engine::Memory(_))
+    }
+
+    /// What [`is_process_local`](Self::is_process_local) will say of the bus `url` names,
+    /// before connecting: for checking flags that only make sense with one kind of bus.
+    pub fn is_process_local_url(url: &str) -> bool {
+        url.starts_with("memory:")
     }
 
     /// `"memory"` or `"nats"`, for logs and metrics labels (decide on

@@ -246,6 +246,54 @@ async fn killed_worker_and_collector_lose_and_double_count_nothing() {
     t.assert_consistent().await;
 }
 
+/// `tracker collector --fold`: one process, no worker. Every acknowledged event is already in
+/// the reports when its 202 arrives (read right after each one, no waiting), a batch retried
+/// with the same messageIds is counted once, and what was acknowledged survives `kill -9`.
+#[tokio::test]
+async fn a_folding_collector_needs_no_worker_and_loses_nothing() {
+    let t = Tracker::new();
+    let mut collector = t.collector(&["--fold"]);
+    t.wait_ready().await;
+    let mut accepted = 0;
+    for b in 0..20 {
+        let (status, body) = t.post("/track/batch", batch(b * 100, 100), false).await;
+        assert_eq!(status, 202, "{body}");
+        accepted += body["accepted"].as_i64().unwrap();
+        assert_eq!(t.folded().await, accepted, "an acknowledged batch is already folded");
+    }
+    let labelled_batch = labelled(0..50, 0);
+    for _ in 0..2 {
+        let (status, body) = t.post("/track/batch", labelled_batch.clone(), false).await;
+        assert_eq!((status, body["accepted"].as_i64()), (202, Some(50)), "{body}");
+    }
+    accepted += 50;
+    assert_eq!(t.folded().await, accepted, "a retried batch is counted once");
+
+    collector.kill9();
+    let mut collector = t.collector(&["--fold"]);
+    t.wait_ready().await;
+    assert_eq!(t.folded().await, accepted, "acknowledged events survive kill -9");
+    t.assert_consistent().await;
+    assert!(collector.terminate().success(), "collector exits 0 on SIGTERM");
+
+    // Nothing to fold into with a durable bus: a configuration error, before connecting.
+    let mut refused = Proc::start(
+        t.dir.path(),
+        "refused",
+        &[
+            "tracker",
+            "collector",
+            "--fold",
+            "--bus",
+            "nats://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let status = refused.child.wait().unwrap();
+    assert_eq!(status.code(), Some(64), "--fold with a durable bus is refused as configuration");
+}
+
 #[tokio::test]
 async fn dashboard_renders_live_reports_in_headless_chromium() {
     let chromium = ["chromium", "chromium-browser"]
@@ -483,7 +531,8 @@ fn bench_json(args: &[&str]) -> Value {
         .unwrap_or_else(|| panic!("no JSON line in:\n{stdout}"))
 }
 
-/// `--workers 1,2` measures one end-to-end phase per worker count.
+/// `--workers 1,2` measures one end-to-end phase per worker count, and one with the collector
+/// folding (no worker).
 #[test]
 fn bench_measures_each_worker_count() {
     let json = bench_json(&["--events", "5000", "--workers", "1,2"]);
@@ -493,6 +542,8 @@ fn bench_measures_each_worker_count() {
     let workers: Vec<i64> = e2e.iter().map(|r| r["workers"].as_i64().unwrap()).collect();
     assert_eq!(workers, [1, 2], "{json}");
     assert!(e2e.iter().all(|r| r["events"] == 5000 && r["events_per_s"].as_f64().unwrap() > 0.0));
+    let fold = rows.iter().find(|r| r["phase"] == "end to end, the collector folds (--fold)");
+    assert!(fold.is_some_and(|r| r["events"] == 5000 && r["workers"] == 0), "{json}");
 }
 
 /// `--soak` sends exactly its schedule (rate × duration), samples memory and the store, and

@@ -97,6 +97,9 @@ pub async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
         let store = temp_store(&dir, &format!("e2e-{workers}")).await?;
         rows.push(end_to_end(&args, &bodies, "embedded", workers, &bus, &store, &ctx).await?);
     }
+    // No worker: the collector folds at its group commit (`tracker collector --fold`).
+    let store = temp_store(&dir, "e2e-fold").await?;
+    rows.push(end_to_end(&args, &bodies, "embedded", 0, &bus, &store, &ctx).await?);
 
     if let (Some(nats), Some(pg)) = (&args.bench_nats, &args.bench_postgres) {
         let bus = Bus::connect(nats).await?;
@@ -166,6 +169,11 @@ async fn collector_only(
     Ok(row(mode, phase, 0, args.events, load.elapsed, &load))
 }
 
+/// The end-to-end phase without a worker.
+const FOLD_PHASE: &str = "end to end, the collector folds (--fold)";
+
+/// Times events from the first request until all are queryable, with `workers` workers, or
+/// with none and the collector folding (`workers == 0`, [`FOLD_PHASE`]).
 async fn end_to_end(
     args: &BenchArgs,
     bodies: &Arc<Vec<Bytes>>,
@@ -176,7 +184,11 @@ async fn end_to_end(
     ctx: &Ctx,
 ) -> Result<Row> {
     let phase_ctx = Ctx::new();
-    let sink = Sink::for_deployment(bus, store);
+    let (sink, phase) = if workers == 0 {
+        (Sink::Fold(store.clone()), FOLD_PHASE)
+    } else {
+        (Sink::for_deployment(bus, store), "end to end until queryable")
+    };
     let before = report::total(store).await?;
     let addr = role::start_collector(&CollectorArgs::ephemeral(), sink, None, &phase_ctx).await?;
     let mut worker = WorkerArgs::with_idle_poll(Duration::from_millis(2));
@@ -194,7 +206,7 @@ async fn end_to_end(
     let elapsed = started.elapsed();
     phase_ctx.drain(Duration::from_secs(10)).await;
     let load = outcome?;
-    Ok(row(mode, "end to end until queryable", workers, args.events, elapsed, &load))
+    Ok(row(mode, phase, workers, args.events, elapsed, &load))
 }
 
 /// Times a worker folding the backlog the collector-only phase left in the journal.

@@ -87,15 +87,17 @@ async fn accept_inner(
         Shape::Batch => batch::parse_batch(&plain, s.limits.max_events)?,
     };
     let events = batch::validate(&values, &s.validator)?;
-    s.journal.append(&events, s.validator.now_ms()).await?;
-    metrics::counter!("tracker_collector_events_accepted_total").increment(events.len() as u64);
+    // The answer is made first: the journal takes the events (a folding sink keeps them).
+    let accepted = events.len();
     let body = match shape {
         Shape::One => json!({"id": events[0].id}),
         Shape::Batch => json!({
-            "accepted": events.len(),
+            "accepted": accepted,
             "ids": events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         }),
     };
+    s.journal.append(events, s.validator.now_ms()).await?;
+    metrics::counter!("tracker_collector_events_accepted_total").increment(accepted as u64);
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 

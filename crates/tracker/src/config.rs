@@ -103,6 +103,13 @@ pub struct CollectorArgs {
     #[arg(long, env = "SWITCHBOARD_SERVE_API")]
     pub serve_api: bool,
 
+    /// Embedded mode only (`--bus memory://`): fold accepted events into the read model at
+    /// the group commit, in the transaction that stores them, instead of appending them to
+    /// the outbox for a worker. One process does it all; an event is in the reports when its
+    /// 202 is sent. Leave it off when a separate worker process shares the store.
+    #[arg(long, env = "SWITCHBOARD_FOLD")]
+    pub fold: bool,
+
     #[command(flatten)]
     pub access: ApiAccess,
 }

@@ -1,5 +1,6 @@
 //! Where accepted events go before the collector answers 202: the durable stream (NATS
-//! JetStream) or, in embedded mode, the store's outbox table.
+//! JetStream) or, in embedded mode, the store's outbox table, or (`--fold`) straight into the
+//! read model.
 //!
 //! Requests hand their batch to one writer task through a bounded queue; the writer takes
 //! everything queued (group commit: one transaction or one pipelined publish for many
@@ -32,6 +33,11 @@ const HEADER_ROOM: usize = 1024;
 pub enum Sink {
     /// Embedded mode: the `tracker_outbox` table.
     Outbox(Store),
+    /// Embedded mode in one process (`tracker collector --fold`): each group commit folds
+    /// its events into the read model in one transaction, the worker's work without the
+    /// outbox round trip (no JSON written and read back, no delete). An acknowledged event is
+    /// then already in the reports; no worker is needed.
+    Fold(Store),
     /// Distributed mode: the JetStream stream [`STREAM`].
     Stream(Bus),
     /// Accepts and forgets: only for the benchmark's "HTTP + validation" reference.
@@ -63,13 +69,14 @@ impl Sink {
             Self::Stream(bus) => {
                 bus.max_payload().map_or(usize::MAX, |max| max.saturating_sub(HEADER_ROOM))
             }
-            Self::Outbox(_) | Self::Discard => usize::MAX,
+            Self::Outbox(_) | Self::Fold(_) | Self::Discard => usize::MAX,
         }
     }
 
     fn label(&self) -> &'static str {
         match self {
             Self::Outbox(_) => "outbox",
+            Self::Fold(_) => "fold",
             Self::Stream(_) => "stream",
             Self::Discard => "discard",
         }
@@ -83,11 +90,27 @@ pub fn stream_config() -> StreamConfig {
 }
 
 pub(crate) struct Entry {
-    /// The request's events as JSON arrays, each with its event count: one chunk unless
-    /// the encoded batch is larger than [`Sink::max_chunk_bytes`].
-    chunks: Vec<(String, usize)>,
+    payload: Payload,
     events: usize,
     done: oneshot::Sender<Result<(), String>>,
+}
+
+/// A request's events as the sink stores them.
+enum Payload {
+    /// JSON arrays, each with its event count: one chunk unless the encoded batch is larger
+    /// than [`Sink::max_chunk_bytes`].
+    Encoded(Vec<(String, usize)>),
+    /// The events themselves, for [`Sink::Fold`].
+    Events(Vec<Event>),
+}
+
+impl Payload {
+    fn take_chunks(&mut self) -> Vec<(String, usize)> {
+        match self {
+            Self::Encoded(chunks) => std::mem::take(chunks),
+            Self::Events(_) => Vec::new(),
+        }
+    }
 }
 
 /// Handle to the journal writer. Cheap to clone; the writer stops (after storing everything
@@ -96,6 +119,8 @@ pub(crate) struct Entry {
 pub struct Journal {
     tx: mpsc::Sender<Entry>,
     max_chunk: usize,
+    /// The sink takes events, not JSON ([`Sink::Fold`]).
+    folds: bool,
     last_shed_log_ms: Arc<AtomicI64>,
 }
 
@@ -104,8 +129,9 @@ impl Journal {
     pub fn start(sink: Sink, capacity: usize, ctx: &Ctx) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let max_chunk = sink.max_chunk_bytes();
+        let folds = matches!(sink, Sink::Fold(_));
         ctx.spawn(write_loop(sink, rx));
-        Self { tx, max_chunk, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }
+        Self { tx, max_chunk, folds, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }
     }
 
     /// Stores `events` durably; returns once they are.
@@ -113,13 +139,20 @@ impl Journal {
     /// # Errors
     /// [`Rejection::Saturated`] when the queue is full, [`Rejection::Unavailable`] when the
     /// sink failed (nothing of this batch is then acknowledged).
-    pub async fn append(&self, events: &[Event], now_ms: i64) -> Result<(), Rejection> {
-        let chunks = encode(events, self.max_chunk)
-            .map_err(|e| Rejection::Unavailable(format!("encoding events: {e}")))?;
+    pub async fn append(&self, events: Vec<Event>, now_ms: i64) -> Result<(), Rejection> {
+        let count = events.len();
+        let payload = if self.folds {
+            Payload::Events(events)
+        } else {
+            Payload::Encoded(
+                encode(&events, self.max_chunk)
+                    .map_err(|e| Rejection::Unavailable(format!("encoding events: {e}")))?,
+            )
+        };
         let (done, answer) = oneshot::channel();
-        let entry = Entry { chunks, events: events.len(), done };
+        let entry = Entry { payload, events: count, done };
         if let Err(e) = self.tx.try_send(entry) {
-            metrics::counter!("tracker_collector_shed_events_total").increment(events.len() as u64);
+            metrics::counter!("tracker_collector_shed_events_total").increment(count as u64);
             // One line per second at most: a saturated collector sheds thousands per second.
             let last = self.last_shed_log_ms.load(Ordering::Relaxed);
             if now_ms - last >= 1000
@@ -146,7 +179,8 @@ impl Journal {
     /// A journal whose queue nobody drains: requests stay queued (saturation tests).
     pub(crate) fn stalled(capacity: usize) -> (Self, mpsc::Receiver<Entry>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, max_chunk: usize::MAX, last_shed_log_ms: Arc::new(AtomicI64::new(0)) }, rx)
+        let shed_log = Arc::new(AtomicI64::new(0));
+        (Self { tx, max_chunk: usize::MAX, folds: false, last_shed_log_ms: shed_log }, rx)
     }
 }
 
@@ -207,15 +241,24 @@ async fn store_group(sink: &Sink, group: &mut [Entry]) -> Result<(), String> {
         Sink::Discard => Ok(()),
         Sink::Outbox(store) => {
             let entries: Vec<(String, usize)> =
-                group.iter_mut().flat_map(|e| std::mem::take(&mut e.chunks)).collect();
+                group.iter_mut().flat_map(|e| e.payload.take_chunks()).collect();
             let now = switchboard_core::Clock::now_ms(&switchboard_core::SystemClock);
             outbox::append(store, &entries, now).await.map_err(|e| e.to_string())
+        }
+        Sink::Fold(store) => {
+            let mut events = Vec::with_capacity(group.iter().map(|e| e.events).sum());
+            for entry in group.iter_mut() {
+                if let Payload::Events(batch) = &mut entry.payload {
+                    events.append(batch);
+                }
+            }
+            outbox::fold_now(store, &events).await.map(|_| ()).map_err(|e| e.to_string())
         }
         Sink::Stream(bus) => {
             // A message id per batch: a publish retried by the client library is stored once.
             let messages = group
                 .iter_mut()
-                .flat_map(|e| std::mem::take(&mut e.chunks))
+                .flat_map(|e| e.payload.take_chunks())
                 .map(|(body, _)| {
                     let id = uuid::Uuid::new_v4().to_string();
                     (SUBJECT.to_owned(), Bytes::from(body), Some(id))

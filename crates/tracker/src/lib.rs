@@ -56,12 +56,19 @@ pub use role::{PG_MIGRATOR, SQLITE_MIGRATOR, migrate, open_store};
 pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
     match cmd {
         Command::Collector(args) => {
+            if args.fold && !Bus::is_process_local_url(&args.backends.bus) {
+                return Err(Error::config(
+                    "--fold needs the embedded journal (--bus memory://): with a durable bus, \
+                     workers fold what the stream holds",
+                ));
+            }
             let bus = Bus::connect(&args.backends.bus).await?;
             // With a durable bus the collector needs the store only to serve reports.
             let needs_store = bus.is_process_local() || args.serve_api;
             let store =
                 if needs_store { Some(open_store(&args.backends.store).await?) } else { None };
             let sink = match &store {
+                Some(store) if args.fold => journal::Sink::Fold(store.clone()),
                 Some(store) => journal::Sink::for_deployment(&bus, store),
                 None => journal::Sink::Stream(bus.clone()),
             };

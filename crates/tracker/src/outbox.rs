@@ -128,6 +128,31 @@ async fn take_and_fold_sqlite(pool: &sqlx::SqlitePool, limit: i64) -> Result<Fol
     Ok(Folded { entries, events: events.len() as u64, fresh })
 }
 
+/// Folds `events` into the read model in one transaction, with no journal entry: the
+/// collector's `--fold` ([`crate::journal::Sink::Fold`]). Counted like a worker's folds, so
+/// dashboards read one set of counters whoever folds. Returns how many events were new.
+///
+/// # Errors
+/// The store fails; the transaction is rolled back and nothing was stored.
+pub(crate) async fn fold_now(store: &Store, events: &[Event]) -> Result<u64> {
+    let fresh = match store {
+        Store::Sqlite(pool) => {
+            // As in `take_and_fold_sqlite`: aggregate before taking the single writer.
+            let deltas = readmodel::Deltas::of(events);
+            let _writer = SQLITE_WRITER.lock().await;
+            let mut tx = pool.begin().await?;
+            let fresh = readmodel::sqlite::fold(&mut tx, events, Some(deltas)).await?;
+            tx.commit().await?;
+            fresh
+        }
+        Store::Postgres(_) => readmodel::fold_batch(store, events).await?,
+    };
+    let total = events.len() as u64;
+    metrics::counter!("tracker_worker_events_total").increment(total);
+    metrics::counter!("tracker_worker_duplicates_total").increment(total - fresh);
+    Ok(fresh)
+}
+
 /// Events waiting in the journal.
 ///
 /// # Errors

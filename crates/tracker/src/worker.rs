@@ -48,7 +48,7 @@ pub async fn run(cfg: WorkerConfig, bus: Bus, store: Store, ctx: Ctx) -> Result<
             cc.ack_wait = cfg.ack_wait;
             Source::Stream(Box::new(bus.consumer(journal::STREAM, &cc).await?))
         }
-        Sink::Outbox(_) | Sink::Discard => Source::Outbox,
+        Sink::Outbox(_) | Sink::Fold(_) | Sink::Discard => Source::Outbox,
     };
     ctx.health.set_ready("tracker-worker", true);
     tracing::info!(bus = bus.kind(), "tracker worker consuming");

@@ -197,7 +197,7 @@ pub(super) async fn run(
 /// it is reported as -1.
 async fn outbox_or_stream_backlog(bus: &Bus, store: &Store) -> i64 {
     match Sink::for_deployment(bus, store) {
-        Sink::Outbox(_) => outbox::pending_events(store).await.unwrap_or(-1),
+        Sink::Outbox(_) | Sink::Fold(_) => outbox::pending_events(store).await.unwrap_or(-1),
         Sink::Stream(_) | Sink::Discard => -1,
     }
 }
