@@ -19,11 +19,10 @@ use tokio::sync::mpsc;
 pub(crate) use consumer::{MemoryAcker, MemoryConsumer};
 use stream::Stream;
 
+use crate::message::{Reply, SubscriptionInner};
 use crate::shed::Shed;
 use crate::subject::{matches, overlaps};
-use crate::{
-    ConsumerConfig, Error, Message, Reply, Result, StreamConfig, Subscription, SubscriptionInner,
-};
+use crate::{ConsumerConfig, Error, Message, Result, StreamConfig, Subscription};
 
 /// Messages buffered per subscriber before new ones are dropped (async-nats buffers 65,536
 /// per subscription; in-process readers are closer, so less slack is needed).

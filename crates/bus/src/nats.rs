@@ -19,8 +19,9 @@ use futures::StreamExt;
 
 pub(crate) use consumer::{NatsConsumer, ack, nak};
 
+use crate::message::{Reply, SubscriptionInner};
 use crate::shed::Shed;
-use crate::{Error, Message, Reply, Result, StreamConfig, Subscription, SubscriptionInner};
+use crate::{Error, Message, Result, StreamConfig, Subscription};
 
 /// Publish acknowledgements awaited at once by a batch publish. Bounded so a huge batch does
 /// not exhaust async-nats' in-flight ack permits (5,000) and stays friendly to the server.

@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::stream::{Stream, StreamState};
+use crate::stream::Acker;
 use crate::subject::{matches, overlaps};
-use crate::{Acker, ConsumerConfig, DeliverFrom, Delivery, Error, Result};
+use crate::{ConsumerConfig, DeliverFrom, Delivery, Error, Result};
 
 /// The shared state of one durable consumer.
 pub(crate) struct ConsumerState {

@@ -21,7 +21,8 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::{NatsBus, engine};
-use crate::{Acker, ConsumerConfig, DeliverFrom, Delivery, Error, Result};
+use crate::stream::Acker;
+use crate::{ConsumerConfig, DeliverFrom, Delivery, Error, Result};
 
 /// Extra time a pull may take beyond its `expires` before we stop listening: the server's
 /// 408 normally ends it first; this only covers a lost status message.
