@@ -12,11 +12,13 @@
 //! * `wsserver` — the simulator with its ground-truth `ledger`.
 //! * `status` — the last report's call graph and the simulator's verdicts, for viewers.
 //! * `bench` — messages/s against a parse-only reference.
+//! * `demo` — the simulator and the client in one process, with a short window.
 #![forbid(unsafe_code)]
 
 mod associations;
 mod bench;
 mod client;
+mod demo;
 mod error;
 mod intake;
 mod ledger;
@@ -60,41 +62,10 @@ pub async fn bench(args: BenchArgs, ctx: Ctx) -> Result<()> {
     bench::run(args, ctx).await
 }
 
-/// The demo's window: short, so a newcomer sees a checked report within seconds.
-const DEMO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Starts the demo set (simulator + aggregator) on loopback; returns what runs where.
 ///
 /// # Errors
 /// A component fails to start.
 pub async fn demo(ctx: &Ctx) -> Result<Vec<Endpoint>> {
-    let sim = wsserver::WsServerArgs::demo(DEMO_INTERVAL);
-    let (listener, addr) = wsserver::bind(&sim).await?;
-    let url = format!("ws://{addr}/ws");
-    // The simulator outlives the client: it stops only once the client has sent its
-    // shutdown flush, so the last report is received and checked too.
-    let sim_ctx = Ctx { shutdown: tokio_util::sync::CancellationToken::new(), ..ctx.child() };
-    let stop_sim = sim_ctx.shutdown.clone();
-    ctx.spawn(async move {
-        if let Err(e) = wsserver::serve(listener, sim, sim_ctx).await {
-            tracing::error!(error = %e, "wsserver simulator stopped");
-        }
-    });
-    let mut args = Args::for_server(&url);
-    args.interval = DEMO_INTERVAL;
-    let client_ctx = ctx.child();
-    ctx.spawn(async move {
-        if let Err(e) = client::run(args, Arc::new(SystemClock), client_ctx).await {
-            tracing::error!(error = %e, "aggregator stopped");
-        }
-        stop_sim.cancel();
-    });
-    Ok(vec![
-        Endpoint::new("aggregator", "wsserver simulator (checks every report)", url),
-        Endpoint::new(
-            "aggregator",
-            "client: a report every 10 s",
-            "printed below once the simulator has checked it",
-        ),
-    ])
+    demo::start(ctx).await
 }

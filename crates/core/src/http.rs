@@ -13,7 +13,7 @@
 //!   in-flight requests finish.
 //! * **Front** ([`Front`], optional): serves the requests it knows before hyper, in less
 //!   memory per connection, and hands the connection to the router at the first it does not.
-//! * **Lingering close** ([`linger`]): a closed connection is drained briefly, so an early
+//! * **Lingering close** (`linger`): a closed connection is drained briefly, so an early
 //!   answer (413 to an oversized upload) reaches the client instead of a TCP reset; a 413
 //!   over HTTP/1 says `connection: close`, so the client does not reuse the connection.
 mod front;

@@ -151,3 +151,27 @@ async fn one(request: reqwest::RequestBuilder) -> Result<(), String> {
         Err(format!("job {} ended {:?} without a valid proof", report.id, report.state))
     }
 }
+
+/// The jobclient's check as data: `jobs` synchronous jobs at once against `url`, passed when
+/// all of them completed within `deadline`. JSON: `{"jobs","succeeded","passed",
+/// "average_ms","total_ms","first_failure"}`.
+///
+/// # Errors
+/// `url` is not an http(s) URL, or the HTTP client cannot be built.
+pub async fn check(
+    url: &str,
+    jobs: usize,
+    deadline: std::time::Duration,
+) -> Result<serde_json::Value> {
+    switchboard_core::url::http("url", url).map_err(Error::config)?;
+    let round = fire(url, "console", jobs, deadline, || {}).await?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    Ok(serde_json::json!({
+        "jobs": round.jobs,
+        "succeeded": round.succeeded,
+        "passed": round.passed() && round.total <= deadline,
+        "average_ms": ms(round.average()),
+        "total_ms": ms(round.total),
+        "first_failure": round.first_failure,
+    }))
+}

@@ -36,7 +36,7 @@ use switchboard_core::{Ctx, Endpoint};
 
 pub use bench::BenchArgs;
 pub use error::{Error, Result};
-pub use jobclient::JobClientArgs;
+pub use jobclient::{JobClientArgs, check as jobcheck};
 pub use jobserver::{Faults, JobServer, JobServerArgs};
 pub use proxy::{Args, ProxyHandle, start as start_proxy};
 
@@ -66,30 +66,6 @@ pub async fn run_jobserver(args: JobServerArgs, ctx: Ctx) -> Result<()> {
 /// The client cannot run at all.
 pub async fn run_jobclient(args: JobClientArgs, ctx: Ctx) -> Result<bool> {
     jobclient::run(args, ctx).await
-}
-
-/// The jobclient's check as data: `jobs` synchronous jobs at once against `url`, passed when
-/// all of them completed within `deadline`. JSON: `{"jobs","succeeded","passed",
-/// "average_ms","total_ms","first_failure"}`.
-///
-/// # Errors
-/// `url` is not an http(s) URL, or the HTTP client cannot be built.
-pub async fn jobcheck(
-    url: &str,
-    jobs: usize,
-    deadline: std::time::Duration,
-) -> Result<serde_json::Value> {
-    switchboard_core::url::http("url", url).map_err(Error::config)?;
-    let round = jobclient::fire(url, "console", jobs, deadline, || {}).await?;
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    Ok(serde_json::json!({
-        "jobs": round.jobs,
-        "succeeded": round.succeeded,
-        "passed": round.passed() && round.total <= deadline,
-        "average_ms": ms(round.average()),
-        "total_ms": ms(round.total),
-        "first_failure": round.first_failure,
-    }))
 }
 
 /// Runs the jobproxy benchmark.

@@ -60,11 +60,6 @@ impl LastSeen {
         }
     }
 
-    /// Window length in seconds.
-    pub fn window_secs(&self) -> i64 {
-        self.window_secs
-    }
-
     /// Records that `user` reported at `seen_ms`, judged at `now_ms`. A report stamped in the
     /// future (clock skew between gateway and status) counts as now, so it cannot outlive the
     /// window.

@@ -2,19 +2,85 @@
 //! ready. Shared by `switchboard tracker <role>`, the demo and the benchmark.
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchboard_bus::Bus;
-use switchboard_core::{Ctx, SystemClock, admin};
+use switchboard_core::{Ctx, Endpoint, SystemClock, admin};
 use switchboard_store::Store;
 
 use crate::api::{self, ApiState};
 use crate::batch::Limits;
 use crate::collector::{self, CollectorState};
-use crate::config::{ApiArgs, CollectorArgs, WorkerArgs};
+use crate::config::{ApiArgs, CollectorArgs, Command, WorkerArgs};
 use crate::event::Validator;
+use crate::generator;
 use crate::journal::{Journal, Sink};
 use crate::worker::{self, WorkerConfig};
 use crate::{Error, Result};
+
+/// Runs one role until `ctx.shutdown`.
+///
+/// # Errors
+/// Startup fails (bad flags, unreachable bus or store, address in use).
+pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
+    match cmd {
+        Command::Collector(args) => {
+            if args.fold && !Bus::is_process_local_url(&args.backends.bus) {
+                return Err(Error::config(
+                    "--fold needs the embedded journal (--bus memory://): with a durable bus, \
+                     workers fold what the stream holds",
+                ));
+            }
+            let bus = Bus::connect(&args.backends.bus).await?;
+            // With a durable bus the collector needs the store only to serve reports.
+            let needs_store = bus.is_process_local() || args.serve_api;
+            let store =
+                if needs_store { Some(open_store(&args.backends.store).await?) } else { None };
+            let sink = match &store {
+                Some(store) if args.fold => Sink::Fold(store.clone()),
+                Some(store) => Sink::for_deployment(&bus, store),
+                None => Sink::Stream(bus.clone()),
+            };
+            let api_store = if args.serve_api { store } else { None };
+            start_collector(&args, sink, api_store, &ctx).await?;
+            ctx.shutdown.cancelled().await;
+        }
+        Command::Worker(args) => {
+            let bus = Bus::connect(&args.backends.bus).await?;
+            let store = open_store(&args.backends.store).await?;
+            // Awaited, not spawned: a worker that cannot start fails the process.
+            worker::run(worker_config(&args)?, bus, store, ctx).await?;
+        }
+        Command::Api(args) => {
+            let store = open_store(&args.store).await?;
+            start_api(&args, store, &ctx).await?;
+            ctx.shutdown.cancelled().await;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the demo set on the shared embedded bus and store: a collector (with the reports
+/// API and dashboard on the same port), a worker, and an event generator posting batches.
+///
+/// # Errors
+/// A component fails to start.
+pub async fn demo(ctx: &Ctx, bus: &Bus, store: &Store) -> Result<Vec<Endpoint>> {
+    migrate(store).await?;
+    let args = CollectorArgs::ephemeral();
+    let sink = Sink::for_deployment(bus, store);
+    let addr = start_collector(&args, sink, Some(store.clone()), ctx).await?;
+    let worker = WorkerArgs::with_idle_poll(Duration::from_millis(100));
+    start_worker(&worker, bus.clone(), store.clone(), ctx)?;
+    let batch_url = format!("http://{addr}/track/batch");
+    generator::spawn_feed(batch_url.clone(), 20, Duration::from_millis(200), ctx);
+    Ok(vec![
+        Endpoint::new("tracker", "collector: POST one event", format!("http://{addr}/track")),
+        Endpoint::new("tracker", "collector: POST a batch (event generator feeding it)", batch_url),
+        Endpoint::new("tracker", "dashboard (live reports)", format!("http://{addr}/")),
+        Endpoint::new("tracker", "reports API", format!("http://{addr}/api/series")),
+    ])
+}
 
 /// This service's migrations, one directory per engine (versions 6xxx).
 pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
