@@ -67,18 +67,15 @@ async fn serve(
                 Parsed::Partial | Parsed::Other => return Served::Handoff(io, buf),
             }
             tokio::select! {
-                read = tokio::time::timeout_at(deadline, read_more(&mut io, &mut buf)) => {
-                    if !matches!(read, Ok(Ok(n)) if n > 0) {
-                        return Served::Closed(io);
-                    }
-                }
+                more = read_by(deadline, &mut io, &mut buf) => if !more {
+                    return Served::Closed(io);
+                },
                 () = stop.cancelled(), if buf.is_empty() => return Served::Closed(io),
             }
         };
         let end = head.len + head.content_length;
         while buf.len() < end {
-            let read = tokio::time::timeout_at(deadline, read_more(&mut io, &mut buf)).await;
-            if !matches!(read, Ok(Ok(n)) if n > 0) {
+            if !read_by(deadline, &mut io, &mut buf).await {
                 return Served::Closed(io);
             }
         }
@@ -103,10 +100,12 @@ async fn serve(
     }
 }
 
-/// Reads what arrives into `buf`, growing it by a small step.
-async fn read_more(io: &mut Box<dyn Io>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+/// Reads what arrives into `buf`, growing it by a small step; `false` when nothing came by
+/// `deadline`, the client closed, or the read failed (the connection is then closed).
+async fn read_by(deadline: Instant, io: &mut Box<dyn Io>, buf: &mut Vec<u8>) -> bool {
     buf.reserve(READ_CHUNK);
-    io.read_buf(buf).await
+    let read = tokio::time::timeout_at(deadline, io.read_buf(buf)).await;
+    matches!(read, Ok(Ok(n)) if n > 0)
 }
 
 /// Runs the held request while watching the connection: a client that closes it ends the
