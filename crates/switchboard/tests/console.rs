@@ -321,7 +321,11 @@ impl DevTools {
         loop {
             let msg =
                 tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("DevTools answers");
-            let Some(Ok(Message::Text(text))) = msg else { continue };
+            let text = match msg {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
+                other => panic!("the DevTools socket ended waiting for {method}: {other:?}"),
+            };
             let mut v: Value = serde_json::from_str(text.as_str()).unwrap();
             if v["id"] == id {
                 assert!(v["error"].is_null(), "{method}: {}", v["error"]);
