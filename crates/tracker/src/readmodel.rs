@@ -97,7 +97,10 @@ pub(crate) mod sqlite {
             Some(d) if fresh.len() == events.len() => d,
             _ => Deltas::of(fresh.iter().copied()),
         };
-        let minutes: Vec<_> = d.minutes.into_iter().collect();
+        // In key order, as on PostgreSQL: each upsert then walks its table's B-tree from left
+        // to right instead of jumping between pages at random.
+        let mut minutes: Vec<_> = d.minutes.into_iter().collect();
+        minutes.sort_unstable();
         for chunk in minutes.chunks(UPSERT_CHUNK) {
             let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO tracker_counts_minute (minute_ms, action, subject_type, count) ",
@@ -111,7 +114,8 @@ pub(crate) mod sqlite {
             );
             qb.build().execute(&mut *conn).await?;
         }
-        let objects: Vec<_> = d.objects.into_iter().collect();
+        let mut objects: Vec<_> = d.objects.into_iter().collect();
+        objects.sort_unstable();
         for chunk in objects.chunks(UPSERT_CHUNK) {
             let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO tracker_objects_day (day, object_type, object_id) ",
@@ -122,7 +126,8 @@ pub(crate) mod sqlite {
             qb.push(" ON CONFLICT DO NOTHING");
             qb.build().execute(&mut *conn).await?;
         }
-        let subjects: Vec<_> = d.subjects.into_iter().collect();
+        let mut subjects: Vec<_> = d.subjects.into_iter().collect();
+        subjects.sort_unstable();
         for chunk in subjects.chunks(UPSERT_CHUNK) {
             let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO tracker_subjects_day (day, action, subject_type, subject_id, count) ",
