@@ -15,8 +15,8 @@ use switchboard_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::Event;
-use crate::outbox;
 use crate::rejection::Rejection;
+use crate::{outbox, readmodel, worker};
 
 /// Durable stream holding accepted batches.
 pub const STREAM: &str = "TRACKER_EVENTS";
@@ -252,7 +252,11 @@ async fn store_group(sink: &Sink, group: &mut [Entry]) -> Result<(), String> {
                     events.append(batch);
                 }
             }
-            outbox::fold_now(store, &events).await.map(|_| ()).map_err(|e| e.to_string())
+            // The worker's work, counted in the worker's metrics whoever does it.
+            let started = std::time::Instant::now();
+            let fresh = readmodel::fold_batch(store, &events).await.map_err(|e| e.to_string())?;
+            worker::record(started, events.len() as u64, fresh);
+            Ok(())
         }
         Sink::Stream(bus) => {
             // A message id per batch: a publish retried by the client library is stored once.

@@ -11,12 +11,6 @@ use crate::Result;
 use crate::event::Event;
 use crate::readmodel;
 
-/// SQLite has a single writer. Writers in one process (collector journal and worker in the
-/// demo or the benchmark) queue here instead of in SQLite's busy handler, which polls with
-/// sleeps of up to 100 ms and made each side stall behind the other's short commits.
-/// Writers in other processes still meet at SQLite's lock (with `busy_timeout`).
-static SQLITE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Workers of one process fold one batch at a time. With a single writer, a second worker
 /// can only overlap its read and decode with the first one's commit, and on this path that
 /// lost more than it gained: both read the same first entries and one threw its work away
@@ -53,7 +47,7 @@ pub async fn append(store: &Store, entries: &[(String, usize)], now_ms: i64) -> 
     }
     match store {
         Store::Sqlite(pool) => {
-            let _writer = SQLITE_WRITER.lock().await;
+            let _writer = readmodel::sqlite::WRITER.lock().await;
             insert!(sqlx::Sqlite, pool);
         }
         Store::Postgres(pool) => insert!(sqlx::Postgres, pool),
@@ -110,7 +104,7 @@ async fn take_and_fold_sqlite(pool: &sqlx::SqlitePool, limit: i64) -> Result<Fol
     let bodies: Vec<String> = rows.into_iter().map(|(_, body)| body).collect();
     let (events, entries) = decode(&bodies)?;
     let deltas = readmodel::Deltas::of(&events);
-    let _writer = SQLITE_WRITER.lock().await;
+    let _writer = readmodel::sqlite::WRITER.lock().await;
     let mut tx = pool.begin().await?;
     let taken = sqlx::query("DELETE FROM tracker_outbox WHERE seq BETWEEN ? AND ?")
         .bind(first)
@@ -126,31 +120,6 @@ async fn take_and_fold_sqlite(pool: &sqlx::SqlitePool, limit: i64) -> Result<Fol
     let fresh = readmodel::sqlite::fold(&mut tx, &events, Some(deltas)).await?;
     tx.commit().await?;
     Ok(Folded { entries, events: events.len() as u64, fresh })
-}
-
-/// Folds `events` into the read model in one transaction, with no journal entry: the
-/// collector's `--fold` ([`crate::journal::Sink::Fold`]). Counted like a worker's folds, so
-/// dashboards read one set of counters whoever folds. Returns how many events were new.
-///
-/// # Errors
-/// The store fails; the transaction is rolled back and nothing was stored.
-pub(crate) async fn fold_now(store: &Store, events: &[Event]) -> Result<u64> {
-    let fresh = match store {
-        Store::Sqlite(pool) => {
-            // As in `take_and_fold_sqlite`: aggregate before taking the single writer.
-            let deltas = readmodel::Deltas::of(events);
-            let _writer = SQLITE_WRITER.lock().await;
-            let mut tx = pool.begin().await?;
-            let fresh = readmodel::sqlite::fold(&mut tx, events, Some(deltas)).await?;
-            tx.commit().await?;
-            fresh
-        }
-        Store::Postgres(_) => readmodel::fold_batch(store, events).await?,
-    };
-    let total = events.len() as u64;
-    metrics::counter!("tracker_worker_events_total").increment(total);
-    metrics::counter!("tracker_worker_duplicates_total").increment(total - fresh);
-    Ok(fresh)
 }
 
 /// Events waiting in the journal.

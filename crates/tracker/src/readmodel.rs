@@ -57,6 +57,12 @@ pub(crate) mod sqlite {
     use super::{Deltas, RAW_CHUNK, UPSERT_CHUNK};
     use crate::event::Event;
 
+    /// SQLite has a single writer. Writers in one process (collector journal and worker in
+    /// the demo or the benchmark) queue here instead of in SQLite's busy handler, which polls
+    /// with sleeps of up to 100 ms and made each side stall behind the other's short commits.
+    /// Writers in other processes still meet at SQLite's lock (with `busy_timeout`).
+    pub(crate) static WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// Inserts `events` (skipping ids already stored) and folds the new ones into the
     /// read model. Returns how many were new. `all_new` are the deltas of all `events`
     /// when the caller computed them already; they are used only if no event was stored
@@ -247,6 +253,7 @@ pub(crate) mod postgres {
 }
 
 /// Stores `events` and folds the new ones in one transaction. Returns how many were new.
+/// On SQLite the deltas are aggregated before taking the single writer ([`sqlite::WRITER`]).
 ///
 /// # Errors
 /// The store fails; the transaction is rolled back and nothing changed.
@@ -254,8 +261,10 @@ pub async fn fold_batch(store: &switchboard_store::Store, events: &[Event]) -> c
     use switchboard_store::Store;
     Ok(match store {
         Store::Sqlite(pool) => {
+            let deltas = Deltas::of(events);
+            let _writer = sqlite::WRITER.lock().await;
             let mut tx = pool.begin().await?;
-            let fresh = sqlite::fold(&mut tx, events, None).await?;
+            let fresh = sqlite::fold(&mut tx, events, Some(deltas)).await?;
             tx.commit().await?;
             fresh
         }

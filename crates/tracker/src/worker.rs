@@ -142,7 +142,8 @@ async fn stream_step(store: &Store, deliveries: Vec<Delivery>) -> Result<usize> 
     Ok(deliveries.len())
 }
 
-fn record(started: Instant, events: u64, fresh: u64) {
+/// Counts one folded batch (also the collector's `--fold`, which does a worker's work).
+pub(crate) fn record(started: Instant, events: u64, fresh: u64) {
     metrics::counter!("tracker_worker_events_total").increment(events);
     metrics::counter!("tracker_worker_duplicates_total").increment(events - fresh);
     metrics::histogram!("tracker_worker_batch_seconds").record(started.elapsed().as_secs_f64());
