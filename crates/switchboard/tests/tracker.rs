@@ -40,12 +40,17 @@ impl Proc {
     fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.exit_within(Duration::from_secs(20), "process ignored SIGTERM")
+    }
+
+    /// The exit status, once the process exits within `limit`; panics with `why` otherwise.
+    fn exit_within(&mut self, limit: Duration, why: &str) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "process ignored SIGTERM");
+            assert!(Instant::now() < deadline, "{why}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -290,7 +295,7 @@ async fn a_folding_collector_needs_no_worker_and_loses_nothing() {
             "127.0.0.1:0",
         ],
     );
-    let status = refused.child.wait().unwrap();
+    let status = refused.exit_within(DEADLINE, "--fold with a durable bus kept running");
     assert_eq!(status.code(), Some(64), "--fold with a durable bus is refused as configuration");
 }
 
