@@ -1,33 +1,25 @@
 //! End-to-end: the real `switchboard` binary as console server and as several agents, each
 //! its own process on loopback.
 use std::io::{Read as _, Write as _};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TOKEN: &str = "e2e-shared-secret-0123456789";
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A child process that is killed if the test fails before it exits.
-struct Proc {
-    child: Child,
-}
+mod support;
+use support::Proc;
 
 impl Proc {
-    fn spawn(args: &[&str], token: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(args)
-            .env("SWITCHBOARD_TOKEN", token)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchboard");
-        Self { child }
+    /// `switchboard <args>` with `token` as the shared secret and every stdio piped.
+    fn control(args: &[&str], token: &str) -> Self {
+        let mut cmd = Proc::command();
+        cmd.args(args).env("SWITCHBOARD_TOKEN", token);
+        Proc::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()))
     }
 
     fn agent(url: &str, name: &str) -> Self {
-        Self::spawn(
+        Self::control(
             &[
                 "control",
                 "agent",
@@ -50,23 +42,13 @@ impl Proc {
         if let Some(s) = script {
             args.extend(["--exec", s]);
         }
-        Self::spawn(&args, TOKEN)
+        Self::control(&args, TOKEN)
     }
 
-    /// Waits for exit (killing after `DEADLINE`); returns status, stdout, stderr.
+    /// Waits for exit (failing after `DEADLINE`); returns status, stdout, stderr.
     fn finish(mut self) -> (ExitStatus, String, String) {
         drop(self.child.stdin.take());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if started.elapsed() > DEADLINE {
-                let _ = self.child.kill();
-                panic!("process did not exit within {DEADLINE:?}: {}", self.read_all().1);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = self.exit_within(DEADLINE, "process did not exit within the deadline");
         let (out, err) = self.read_all();
         (status, out, err)
     }
@@ -81,15 +63,6 @@ impl Proc {
             let _ = s.read_to_string(&mut err);
         }
         (out, err)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -196,7 +169,7 @@ fn wrong_token_is_refused_and_piped_commands_work() {
     // The console reads commands from its stdin, kept open until the intruder is dealt with.
     let mut server = Proc::server(&listen, 1, None);
     let mut stdin = server.child.stdin.take().unwrap();
-    let intruder = Proc::spawn(
+    let intruder = Proc::control(
         &["control", "agent", "--server", &url, "--name", "intruder", "--backoff-max", "200ms"],
         "not-the-token",
     );
@@ -246,16 +219,11 @@ fn await_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String
     }
 }
 
-fn sigterm(p: &Proc) {
-    let ok = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
-    assert!(ok.success());
-}
-
 #[test]
 fn sigterm_drains_the_agent_and_the_console_and_both_exit_0() {
     let (listen, url) = addr();
     let agent = Proc::agent(&url, "drained");
-    let mut server = Proc::spawn(
+    let mut server = Proc::control(
         &["control", "server", "--listen", &listen, "--wait-agents", "1", "--stay"],
         TOKEN,
     );
@@ -263,14 +231,14 @@ fn sigterm_drains_the_agent_and_the_console_and_both_exit_0() {
     let lines = stdout_lines(&mut server);
     await_line(&lines, "[drained] calculate #2 -> accepted");
 
-    sigterm(&agent);
+    agent.sigterm();
     let line = await_line(&lines, "[drained] calculate #2 ->");
     assert!(line.ends_with("cancelled: agent is terminating"), "{line}");
     let (status, stdout, err) = agent.finish();
     assert!(status.success(), "agent after SIGTERM: {status:?} {err}");
     assert!(stdout.is_empty(), "{stdout}");
 
-    sigterm(&server);
+    server.sigterm();
     let (status, _, err) = server.finish();
     assert!(status.success(), "console after SIGTERM: {status:?} {err}");
 }
@@ -284,7 +252,7 @@ fn message_limits_agree_from_console_to_agent() {
     let ceiling = switchboard_control::MAX_MSG_BYTES;
     let (listen, url) = addr();
     let small = Proc::agent(&url, "small"); // --max-msg-bytes 1024 (the default)
-    let big = Proc::spawn(
+    let big = Proc::control(
         &[
             "control",
             "agent",
@@ -367,11 +335,11 @@ fn drain_stdout(p: &mut Proc) -> std::thread::JoinHandle<String> {
 #[test]
 fn sigterm_stops_a_console_whose_stdin_stays_open() {
     let (listen, _) = addr();
-    let mut server = Proc::spawn(&["control", "server", "--listen", &listen, "--stay"], TOKEN);
+    let mut server = Proc::control(&["control", "server", "--listen", &listen, "--stay"], TOKEN);
     let open_stdin = server.child.stdin.take();
     await_listening(&listen);
     let sent = Instant::now();
-    sigterm(&server);
+    server.sigterm();
     let (status, _, err) = server.finish();
     drop(open_stdin);
     assert!(status.success(), "console with open stdin after SIGTERM: {status:?} {err}");
@@ -386,7 +354,7 @@ fn mutual_tls_between_console_and_agent() {
     let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
     let (listen, _) = addr();
     let url = format!("https://{listen}");
-    let agent = Proc::spawn(
+    let agent = Proc::control(
         &[
             "control",
             "agent",
@@ -406,11 +374,11 @@ fn mutual_tls_between_console_and_agent() {
         TOKEN,
     );
     // No client certificate: the handshake fails, this agent never attaches.
-    let anonymous = Proc::spawn(
+    let anonymous = Proc::control(
         &["control", "agent", "--server", &url, "--name", "anonymous", "--tls-ca", &path("ca.pem")],
         TOKEN,
     );
-    let server = Proc::spawn(
+    let server = Proc::control(
         &[
             "control",
             "server",
@@ -450,13 +418,13 @@ fn await_listening(listen: &str) {
 #[test]
 fn sigterm_while_waiting_for_agents_exits_0_at_once() {
     let (listen, _) = addr();
-    let server = Proc::spawn(
+    let server = Proc::control(
         &["control", "server", "--listen", &listen, "--wait-agents", "1", "--wait-timeout", "60s"],
         TOKEN,
     );
     await_listening(&listen);
     let sent = Instant::now();
-    sigterm(&server);
+    server.sigterm();
     let (status, _, err) = server.finish();
     assert!(status.success(), "console stopped while waiting: {status:?} {err}");
     assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
@@ -468,7 +436,7 @@ fn invalid_flag_values_exit_64_before_anything_starts() {
     let agent = |extra: &[&str], token: &str| {
         let mut args = vec!["control", "agent", "--server", &url, "--name", "bad"];
         args.extend(extra);
-        Proc::spawn(&args, token).finish()
+        Proc::control(&args, token).finish()
     };
     for (extra, token, needle) in [
         (&["--max-in-flight", "0"][..], TOKEN, "--max-in-flight"),
@@ -480,7 +448,7 @@ fn invalid_flag_values_exit_64_before_anything_starts() {
         assert_eq!(status.code(), Some(64), "{extra:?}: {err}");
         assert!(err.contains(needle), "{extra:?}: {err}");
     }
-    let server = Proc::spawn(&["control", "server", "--listen", &listen, "--token", ""], TOKEN);
+    let server = Proc::control(&["control", "server", "--listen", &listen, "--token", ""], TOKEN);
     let (status, _, err) = server.finish();
     assert_eq!(status.code(), Some(64), "{err}");
     assert!(err.contains("--token"), "{err}");
@@ -494,7 +462,7 @@ fn unusable_server_url_or_token_fails_at_once_instead_of_retrying() {
         ("ftp://127.0.0.1:7070", TOKEN, "http://host:port"),
         ("http://127.0.0.1:9", "control\u{1}char", "--token must be printable ASCII"),
     ] {
-        let agent = Proc::spawn(&["control", "agent", "--server", server, "--name", "x"], token);
+        let agent = Proc::control(&["control", "agent", "--server", server, "--name", "x"], token);
         let (status, _, err) = agent.finish();
         assert_eq!(status.code(), Some(64), "a configuration error: {server}: {err}");
         assert!(err.contains(needle), "{server}: {err}");
@@ -506,12 +474,14 @@ fn unusable_server_url_or_token_fails_at_once_instead_of_retrying() {
 #[test]
 fn console_with_empty_stdin_says_it_had_nothing_to_run() {
     let (listen, _) = addr();
-    let (status, _, err) = Proc::spawn(&["control", "server", "--listen", &listen], TOKEN).finish();
+    let (status, _, err) =
+        Proc::control(&["control", "server", "--listen", &listen], TOKEN).finish();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("stdin ended before any command"), "{err}");
 
     let (listen, _) = addr();
-    let server = Proc::spawn(&["control", "server", "--listen", &listen, "--exec", "help"], TOKEN);
+    let server =
+        Proc::control(&["control", "server", "--listen", &listen, "--exec", "help"], TOKEN);
     let (status, _, err) = server.finish();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("stdin ended"), "a script is not stdin: {err}");
@@ -524,7 +494,7 @@ fn wait_timeout_exits_1_naming_the_count() {
     let (listen, _) = addr();
     let args = ["control", "server", "--listen", &listen, "--wait-agents", "2"];
     let server =
-        Proc::spawn(&[&args[..], &["--wait-timeout", "300ms", "--exec", "ping"]].concat(), TOKEN);
+        Proc::control(&[&args[..], &["--wait-timeout", "300ms", "--exec", "ping"]].concat(), TOKEN);
     let (status, _, err) = server.finish();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("only 0 of 2 agents attached"), "{err}");

@@ -1,7 +1,7 @@
 //! End-to-end tests of presence on the real binary: gateway, status and clients as separate
 //! processes on 127.0.0.1, in embedded mode (memory bus + SQLite) and distributed mode
 //! (NATS JetStream + PostgreSQL), including `kill -9` of the status service and of a gateway.
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_presence::fetch_online;
@@ -9,45 +9,32 @@ use switchboard_testkit::free_port;
 
 #[path = "support/idle.rs"]
 mod idle;
+mod support;
 
-/// A child process of the binary; SIGKILLed on drop so a failing test leaves nothing behind.
-struct Proc {
-    child: Child,
+use support::Proc;
+
+/// A presence process of the binary with its admin port (the shared [`Proc`] kills it on drop).
+struct Node {
+    proc: Proc,
     admin: u16,
 }
 
-impl Proc {
+impl Node {
     fn spawn(args: &[&str]) -> Self {
         let admin = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}"), "--grace", "5s"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn switchboard");
-        Self { child, admin }
+        let mut cmd = Proc::command();
+        cmd.args(["--admin-addr", &format!("127.0.0.1:{admin}"), "--grace", "5s"]).args(args);
+        Self { proc: Proc::spawn(cmd.stderr(Stdio::inherit())), admin }
     }
 
     /// `kill -9`.
     fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
+        self.proc.kill9();
     }
 
     /// SIGTERM, then the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.proc.terminate()
     }
 
     /// Waits until this process's `/readyz` answers 200.
@@ -68,13 +55,6 @@ impl Proc {
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(0.0)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -118,8 +98,8 @@ async fn embedded_mode_counts_clients_and_survives_kill_9() {
         "--store",
         &store,
     ];
-    let server = Proc::spawn(&all_args);
-    let clients = Proc::spawn(&[
+    let server = Node::spawn(&all_args);
+    let clients = Node::spawn(&[
         "presence",
         "clients",
         "--count",
@@ -133,7 +113,7 @@ async fn embedded_mode_counts_clients_and_survives_kill_9() {
 
     // kill -9 with clients connected: the restarted process answers with the same count.
     server.kill9();
-    let server = Proc::spawn(&all_args);
+    let server = Node::spawn(&all_args);
     eventually("online users after kill -9", 25.0, Duration::from_secs(20), || online(&status_url))
         .await;
     // And it stays exact (no double counting of reconnected clients).
@@ -151,7 +131,7 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
     let (g1, g2, st) = (free_port(), free_port(), free_port());
     let status_url = format!("http://127.0.0.1:{st}");
     let gateway = |port: u16, id: &str| {
-        Proc::spawn(&[
+        Node::spawn(&[
             "presence",
             "gateway",
             "--listen",
@@ -163,7 +143,7 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
         ])
     };
     let status_replica = |port: u16, replica: &str| {
-        Proc::spawn(&[
+        Node::spawn(&[
             "presence",
             "status",
             "--listen",
@@ -184,7 +164,7 @@ async fn distributed_mode_fails_over_gateways_and_restarts_status_without_double
     // Both gateways listen before the clients start, or a slow start sends them all to one.
     gw1.ready().await;
     gw2.ready().await;
-    let clients = Proc::spawn(&[
+    let clients = Node::spawn(&[
         "presence",
         "clients",
         "--count",
@@ -253,7 +233,7 @@ async fn thousands_of_clients_multiplexed_on_one_connection_are_all_pinged_and_c
     let (gw_port, st_port) = (free_port(), free_port());
     let gateway_url = format!("http://127.0.0.1:{gw_port}");
     let status_url = format!("http://127.0.0.1:{st_port}");
-    let server = Proc::spawn(&[
+    let server = Node::spawn(&[
         "presence",
         "all",
         "--gateway-listen",
@@ -264,7 +244,7 @@ async fn thousands_of_clients_multiplexed_on_one_connection_are_all_pinged_and_c
         &store,
     ]);
     server.ready().await;
-    let multiplexed = Proc::spawn(&[
+    let multiplexed = Node::spawn(&[
         "presence",
         "clients",
         "--count",
@@ -276,7 +256,7 @@ async fn thousands_of_clients_multiplexed_on_one_connection_are_all_pinged_and_c
         "--gateway",
         &gateway_url,
     ]);
-    let devices = Proc::spawn(&[
+    let devices = Node::spawn(&[
         "presence",
         "clients",
         "--count",
@@ -306,7 +286,7 @@ async fn streams_past_max_clients_on_one_connection_are_refused_not_stalled() {
     const MAX: usize = 200;
     const CLIENTS: usize = 260;
     let port = free_port();
-    let gateway = Proc::spawn(&[
+    let gateway = Node::spawn(&[
         "presence",
         "gateway",
         "--listen",
@@ -315,7 +295,7 @@ async fn streams_past_max_clients_on_one_connection_are_refused_not_stalled() {
         &MAX.to_string(),
     ]);
     gateway.ready().await;
-    let clients = Proc::spawn(&[
+    let clients = Node::spawn(&[
         "presence",
         "clients",
         "--count",
@@ -364,12 +344,12 @@ async fn tls_and_client_tokens_admit_only_clients_that_hold_them() {
     let mut gateway_args = vec!["presence", "gateway", "--listen", &gw_listen, "--bus", &nats.url];
     gateway_args.extend(tls);
     gateway_args.extend(["--client-auth-key", KEY]);
-    let gateway = Proc::spawn(&gateway_args);
+    let gateway = Node::spawn(&gateway_args);
     let st_listen = format!("127.0.0.1:{st}");
     let mut status_args =
         vec!["presence", "status", "--listen", &st_listen, "--bus", &nats.url, "--store", &store];
     status_args.extend(tls);
-    let status = Proc::spawn(&status_args);
+    let status = Node::spawn(&status_args);
     gateway.ready().await;
     status.ready().await;
 
@@ -378,12 +358,12 @@ async fn tls_and_client_tokens_admit_only_clients_that_hold_them() {
         let mut args = vec!["presence", "clients", "--count", count, "--gateway", &https];
         args.extend(["--tls-ca", &ca, "--max-backoff", "300ms"]);
         args.extend_from_slice(extra);
-        Proc::spawn(&args)
+        Node::spawn(&args)
     };
     let good = clients("5", &["--client-auth-key", KEY]);
     let no_token = clients("3", &[]);
     let other_key = clients("3", &["--client-auth-key", "some-other-key-0123456789"]);
-    let plaintext = Proc::spawn(&[
+    let plaintext = Node::spawn(&[
         "presence",
         "clients",
         "--count",
@@ -399,7 +379,7 @@ async fn tls_and_client_tokens_admit_only_clients_that_hold_them() {
         .expect("presence token");
     assert!(minted.status.success(), "{minted:?}");
     let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
-    let single = Proc::spawn(&[
+    let single = Node::spawn(&[
         "presence",
         "client",
         "--id",
@@ -452,7 +432,7 @@ async fn a_gateway_closes_idle_connections_but_never_a_stream() {
     let (gw_port, st_port) = (free_port(), free_port());
     let gateway: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
     let status_url = format!("http://127.0.0.1:{st_port}");
-    let server = Proc::spawn(&[
+    let server = Node::spawn(&[
         "presence",
         "all",
         "--gateway-listen",
@@ -465,7 +445,7 @@ async fn a_gateway_closes_idle_connections_but_never_a_stream() {
         "2s",
     ]);
     server.ready().await;
-    let clients = Proc::spawn(&[
+    let clients = Node::spawn(&[
         "presence",
         "clients",
         "--count",

@@ -3,7 +3,7 @@
 //! dashboard rendered by headless Chromium.
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -11,55 +11,16 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A child process killed (SIGKILL) on drop, so a failing test leaves nothing behind.
-struct Proc {
-    child: Child,
-}
+mod support;
+use support::Proc;
 
 impl Proc {
-    fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+    /// `switchboard <args>` logging at info into `dir/<name>-<n>.log`.
+    fn logged(dir: &Path, name: &str, args: &[&str]) -> Self {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = std::fs::File::create(dir.join(format!("{name}-{n}.log"))).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self { child }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then wait (bounded) for a graceful exit.
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        self.exit_within(Duration::from_secs(20), "process ignored SIGTERM")
-    }
-
-    /// The exit status, once the process exits within `limit`; panics with `why` otherwise.
-    fn exit_within(&mut self, limit: Duration, why: &str) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{why}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Proc::spawn(Proc::command().args(args).env("RUST_LOG", "info").stderr(log))
     }
 }
 
@@ -96,14 +57,14 @@ impl Tracker {
         let mut args = vec!["tracker", "collector", "--serve-api", "--listen", &listen];
         args.extend(["--bus", &self.bus, "--store", &self.store]);
         args.extend_from_slice(extra);
-        Proc::start(self.dir.path(), "collector", &args)
+        Proc::logged(self.dir.path(), "collector", &args)
     }
 
     fn worker(&self, extra: &[&str]) -> Proc {
         let mut args = vec!["tracker", "worker", "--bus", &self.bus, "--store", &self.store];
         args.extend(["--idle-poll", "5ms"]);
         args.extend_from_slice(extra);
-        Proc::start(self.dir.path(), "worker", &args)
+        Proc::logged(self.dir.path(), "worker", &args)
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -282,7 +243,7 @@ async fn a_folding_collector_needs_no_worker_and_loses_nothing() {
     assert!(collector.terminate().success(), "collector exits 0 on SIGTERM");
 
     // Nothing to fold into with a durable bus: a configuration error, before connecting.
-    let mut refused = Proc::start(
+    let mut refused = Proc::logged(
         t.dir.path(),
         "refused",
         &[
