@@ -131,7 +131,8 @@ impl WsServerArgs {
 /// Binds the listener; returns it with the bound address.
 pub(crate) async fn bind(args: &WsServerArgs) -> Result<(TcpListener, SocketAddr)> {
     let addr = args.listen;
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let listener =
+        switchboard_core::admin::listen(addr).map_err(|source| Error::Bind { addr, source })?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
 }

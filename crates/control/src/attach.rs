@@ -61,7 +61,7 @@ pub(crate) fn check_name(name: &str) -> Result<&str, String> {
 /// The address cannot be bound.
 pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Result<SocketAddr> {
     let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        switchboard_core::admin::listen(addr).map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
     let max = crate::op::MAX_WIRE_BYTES;
     // Connections beyond `--max-agents` for peers still authenticating or refused: the cap

@@ -39,12 +39,33 @@ async fn metrics_text() -> impl IntoResponse {
     )
 }
 
+/// Connections the kernel completes and queues for `accept` on every listener of ours (it
+/// clamps this to `net.core.somaxconn`, 4,096 on current kernels). tokio's default, 1,024,
+/// overflowed when 10,000 clients connected within a second or two while the process was busy:
+/// the kernel then drops their SYNs and each such client waits 1 s for the retransmission.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds and listens on `addr` with [`LISTEN_BACKLOG`] (`SO_REUSEADDR` on, as tokio's `bind`).
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds `addr`, returning the listener and the address actually bound (useful with port 0).
 ///
 /// # Errors
 /// [`crate::Error::Bind`], naming `addr`, when the address cannot be bound.
 pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
-    let l = TcpListener::bind(addr).await.map_err(|source| crate::Error::Bind { addr, source })?;
+    let l = listen(addr).map_err(|source| crate::Error::Bind { addr, source })?;
     let local = l.local_addr().map_err(|source| crate::Error::Bind { addr, source })?;
     Ok((l, local))
 }

@@ -3,14 +3,17 @@
 //! 1. Reference, same run: one job straight to the simulator with `wait:true` (the limit).
 //! 2. The jobclient's burst: 50 held jobs on one account through the proxy, a few rounds.
 //! 3. 10,000 requests held at once (job time raised so all are held together), over 100
-//!    accounts: added latency over the job time (p50/p99), resident memory per held request,
-//!    and whether anything leaked (held gauge back to 0, file descriptors back to baseline).
+//!    accounts: added latency over the job time (p50/p99) and where the proxy spent it,
+//!    CPU per request, resident memory per held request, and whether anything leaked (held
+//!    gauge back to 0, file descriptors back to baseline). Then the reference for latency and
+//!    CPU: the same 10,000 connections and jobs straight to a job server process of their own.
 //!
 //! 4. With `--bench-nats`: the same bursts through three proxy nodes on that NATS server behind
 //!    one round-robin address (callbacks forwarded between nodes), next to the single node.
 //!
-//! The proxy runs as a child process (this binary) so `/proc` shows its memory alone; the
-//! simulator and the load generator run in this process.
+//! The proxy runs as a child process (this binary) so `/proc` shows its memory and CPU alone;
+//! the load generator runs in this process, and so does the simulator of the bursts, while the
+//! held phase and its reference each get a job server process of their own.
 use std::time::{Duration, Instant};
 
 use switchboard_core::stats::quantile;
@@ -23,7 +26,7 @@ mod child;
 mod load;
 mod nodes;
 
-use child::ProxyProcess;
+use child::RoleProcess;
 
 /// `switchboard bench jobproxy` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,17 +69,57 @@ pub struct BenchArgs {
     pub nodes: u16,
 }
 
+/// Latency over the job time as the load saw it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Added {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Added {
+    fn over(mut latencies: Vec<Duration>, job_time: Duration) -> Self {
+        latencies.sort();
+        let added: Vec<Duration> = latencies.iter().map(|l| l.saturating_sub(job_time)).collect();
+        Self {
+            p50: quantile(&added, 0.5),
+            p99: quantile(&added, 0.99),
+            max: added.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+/// The proxy's own view of the held phase, from its `/metrics` summaries (p50, p99).
+#[derive(Debug, Default)]
+struct Split {
+    /// Waiting behind the account's earlier starts (`jobproxy_upstream_queue_seconds`).
+    queue: (Duration, Duration),
+    /// The start round trip to the job server (`jobproxy_upstream_start_seconds`).
+    start: (Duration, Duration),
+    /// Start to report inside the proxy, minus the job time (`jobproxy_held_seconds`).
+    held: (Duration, Duration),
+    /// The job server's job end to its callback answered (`jobserver_callback_seconds`).
+    callback: (Duration, Duration),
+}
+
 #[derive(Debug, Default)]
 struct Report {
     reference: Duration,
     bursts: Vec<Duration>,
     burst_failures: usize,
     peak_held: u64,
-    added_p50: Duration,
-    added_p99: Duration,
-    added_max: Duration,
+    added: Added,
     held_failures: usize,
+    /// The same load straight to a job server of its own (one account per request).
+    direct: Added,
+    direct_failures: usize,
+    /// CPU time over the held phase of the proxy, its job server and the load (this process).
+    cpu: [Duration; 3],
+    /// CPU time over the reference of its job server and the load.
+    cpu_direct: [Duration; 2],
     first_failure: Option<String>,
+    /// Where the proxy itself spent the held requests' time (p50, p99; summaries over the run).
+    split: Split,
     rss_base: u64,
     rss_peak: u64,
     rss_max: u64,
@@ -97,8 +140,7 @@ pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     }
     let sim_ctx = ctx.child();
     let server = JobServer::start(JobServerArgs::loopback(args.job_time), &sim_ctx).await?;
-    let proxy =
-        ProxyProcess::spawn(&format!("http://{}", server.addr()), args.held + 1_000).await?;
+    let proxy = RoleProcess::proxy(&format!("http://{}", server.addr()), args.held + 1_000).await?;
     tracing::info!(pid = proxy.pid(), "proxy under test started");
     let result = tokio::select! {
         r = measure(&args, &server, &proxy) => r,
@@ -120,7 +162,7 @@ pub(crate) async fn run(args: BenchArgs, ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn measure(args: &BenchArgs, server: &JobServer, proxy: &ProxyProcess) -> Result<Report> {
+async fn measure(args: &BenchArgs, server: &JobServer, proxy: &RoleProcess) -> Result<Report> {
     let mut r = Report { reference: reference(server).await?, ..Report::default() };
     let url = format!("http://{}/", proxy.addr);
     for _ in 0..args.rounds.max(1) {
@@ -130,13 +172,25 @@ async fn measure(args: &BenchArgs, server: &JobServer, proxy: &ProxyProcess) -> 
         r.bursts.push(round.total);
     }
     r.bursts.sort();
+    held(args, &mut r).await?;
+    Ok(r)
+}
 
-    server.set_job_time(args.hold);
+/// The held phase on a proxy and a job server of its own, each its own process: the load
+/// generator (this process) would otherwise share its runtime with the simulator and slow its
+/// starts and callbacks down, which the latency would then blame on the proxy.
+async fn held(args: &BenchArgs, r: &mut Report) -> Result<()> {
+    let server = RoleProcess::jobserver(args.hold).await?;
+    let proxy = RoleProcess::proxy(&format!("http://{}", server.addr), args.held + 1_000).await?;
+    tracing::info!(pid = proxy.pid(), "proxy of the held phase started");
     r.rss_base = proxy.rss().await?;
     r.fds_before = proxy.fds().await?;
+    let here = std::process::id();
+    let cpu = |pid| switchboard_core::stats::cpu_time(pid).unwrap_or_default();
+    let cpu0 = [proxy.cpu(), server.cpu(), cpu(here)];
     let done = CancellationToken::new();
     let load = async {
-        let out = load::hold(proxy.addr, args.held, args.accounts, args.connecting).await;
+        let out = load::hold(proxy.addr, "/", args.held, args.accounts, args.connecting).await;
         done.cancel();
         out
     };
@@ -160,16 +214,13 @@ async fn measure(args: &BenchArgs, server: &JobServer, proxy: &ProxyProcess) -> 
         }
         Ok::<_, Error>((held, at_peak, max))
     };
-    let (mut outcome, sampled) = tokio::join!(load, sample);
+    let (outcome, sampled) = tokio::join!(load, sample);
+    r.cpu = [proxy.cpu() - cpu0[0], server.cpu() - cpu0[1], cpu(here) - cpu0[2]];
     (r.peak_held, r.rss_peak, r.rss_max) = sampled?;
-    outcome.latencies.sort();
-    let added: Vec<Duration> =
-        outcome.latencies.iter().map(|l| l.saturating_sub(args.hold)).collect();
-    r.added_p50 = quantile(&added, 0.5);
-    r.added_p99 = quantile(&added, 0.99);
-    r.added_max = added.last().copied().unwrap_or_default();
+    r.added = Added::over(outcome.latencies, args.hold);
     r.held_failures = outcome.failures;
     r.first_failure = outcome.first_failure;
+    r.split = split(&proxy, &server, args.hold).await?;
 
     // Leak check: the gauge must return to 0 and the sockets must be closed again (idle
     // upstream links close after their idle time, so allow a few seconds).
@@ -182,7 +233,40 @@ async fn measure(args: &BenchArgs, server: &JobServer, proxy: &ProxyProcess) -> 
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(r)
+    proxy.stop().await;
+    server.stop().await;
+
+    // The reference: the same connections and jobs with no proxy in between. The job server
+    // serves one connection per account at a time, so every request gets its own account.
+    let direct = RoleProcess::jobserver(args.hold).await?;
+    let cpu0 = [direct.cpu(), cpu(here)];
+    let out = load::hold(direct.addr, "/start", args.held, args.held, args.connecting).await;
+    r.cpu_direct = [direct.cpu() - cpu0[0], cpu(here) - cpu0[1]];
+    direct.stop().await;
+    r.direct = Added::over(out.latencies, args.hold);
+    r.direct_failures = out.failures;
+    Ok(())
+}
+
+/// The proxy's and the job server's summaries of the held phase.
+async fn split(proxy: &RoleProcess, server: &RoleProcess, hold: Duration) -> Result<Split> {
+    let pair = |name: &'static str, minus: Duration| async move {
+        let q = |q: &'static str| async move {
+            let s = proxy.quantile(name, q).await?.unwrap_or_default();
+            Ok::<_, Error>(Duration::from_secs_f64(s.max(0.0)).saturating_sub(minus))
+        };
+        Ok::<_, Error>((q("0.5").await?, q("0.99").await?))
+    };
+    let callback = |q: &'static str| async move {
+        let s = server.quantile("jobserver_callback_seconds", q).await?.unwrap_or_default();
+        Ok::<_, Error>(Duration::from_secs_f64(s.max(0.0)))
+    };
+    Ok(Split {
+        callback: (callback("0.5").await?, callback("0.99").await?),
+        queue: pair("jobproxy_upstream_queue_seconds", Duration::ZERO).await?,
+        start: pair("jobproxy_upstream_start_seconds", Duration::ZERO).await?,
+        held: pair("jobproxy_held_seconds", hold).await?,
+    })
 }
 
 /// One job straight to the simulator, synchronously: the job server's own limit.
@@ -210,7 +294,7 @@ fn print(args: &BenchArgs, r: &Report) {
     let median = r.bursts.get(r.bursts.len() / 2).copied().unwrap_or_default();
     let per_held = r.rss_peak.saturating_sub(r.rss_base).checked_div(r.peak_held).unwrap_or(0);
     let leaked = r.held_after != 0 || r.fds_after > r.fds_before;
-    println!("jobproxy benchmark (proxy in its own process; simulator and load in this one)");
+    println!("jobproxy benchmark (proxy and held-phase job server in processes of their own)");
     println!("{:<48} {:>12}", "phase", "result");
     println!("{:<48} {:>10.1} ms", "reference: 1 job straight to the job server", ms(r.reference));
     println!(
@@ -230,10 +314,36 @@ fn print(args: &BenchArgs, r: &Report) {
         format!("held at once (asked {}, {} accounts)", args.held, args.accounts),
         r.peak_held
     );
-    println!("{:<48} {:>10.1} ms", "  added latency over the job time, p50", ms(r.added_p50));
-    println!("{:<48} {:>10.1} ms", "  added latency over the job time, p99", ms(r.added_p99));
-    println!("{:<48} {:>10.1} ms", "  added latency over the job time, max", ms(r.added_max));
+    let added = |label: &str, a: &Added| {
+        let (p50, p99, max) = (ms(a.p50), ms(a.p99), ms(a.max));
+        println!(
+            "{:<48} {p50:>4.1} / {p99:.1} / {max:.1} ms",
+            format!("  {label}, p50 / p99 / max")
+        );
+    };
+    added("added latency over the job time", &r.added);
+    let split = |label: &str, (p50, p99): (Duration, Duration)| {
+        println!("{:<48} {:>4.1} / {:.1} ms", format!("    {label}, p50 / p99"), ms(p50), ms(p99));
+    };
+    println!("  of which inside the proxy:");
+    split("start to report, minus the job time", r.split.held);
+    split("queued behind the account's starts", r.split.queue);
+    split("start round trip to the job server", r.split.start);
+    println!("  in the job server:");
+    split("job end to its callback answered", r.split.callback);
+    let per_1k = |cpu: Duration| ms(cpu) * 1_000.0 / args.held.max(1) as f64;
+    let cpu = |label: &str, cpu: Duration| {
+        println!("{:<48} {:>7.1} ms", format!("  CPU per 1,000 requests, {label}"), per_1k(cpu));
+    };
     println!("{:<48} {:>12}", "  failed held requests", r.held_failures);
+    cpu("proxy", r.cpu[0]);
+    cpu("job server", r.cpu[1]);
+    cpu("load", r.cpu[2]);
+    println!("reference: the same load straight to a job server (an account per request):");
+    added("added latency over the job time", &r.direct);
+    println!("{:<48} {:>12}", "  failed requests", r.direct_failures);
+    cpu("job server", r.cpu_direct[0]);
+    cpu("load", r.cpu_direct[1]);
     println!(
         "{:<48} {:>6.1} → {:.1} MiB",
         "  proxy RSS, baseline → all held",
@@ -279,10 +389,27 @@ fn print(args: &BenchArgs, r: &Report) {
         "held_asked": args.held,
         "held_peak": r.peak_held,
         "accounts": args.accounts,
-        "added_p50_ms": ms(r.added_p50),
-        "added_p99_ms": ms(r.added_p99),
-        "added_max_ms": ms(r.added_max),
+        "added_p50_ms": ms(r.added.p50),
+        "added_p99_ms": ms(r.added.p99),
+        "added_max_ms": ms(r.added.max),
+        "direct_added_p50_ms": ms(r.direct.p50),
+        "direct_added_p99_ms": ms(r.direct.p99),
+        "direct_added_max_ms": ms(r.direct.max),
+        "direct_failures": r.direct_failures,
+        "cpu_ms_per_1k_proxy": per_1k(r.cpu[0]),
+        "cpu_ms_per_1k_jobserver": per_1k(r.cpu[1]),
+        "cpu_ms_per_1k_load": per_1k(r.cpu[2]),
+        "cpu_ms_per_1k_direct_jobserver": per_1k(r.cpu_direct[0]),
+        "cpu_ms_per_1k_direct_load": per_1k(r.cpu_direct[1]),
         "held_failures": r.held_failures,
+        "proxy_added_p50_ms": ms(r.split.held.0),
+        "proxy_added_p99_ms": ms(r.split.held.1),
+        "queue_p50_ms": ms(r.split.queue.0),
+        "queue_p99_ms": ms(r.split.queue.1),
+        "start_p50_ms": ms(r.split.start.0),
+        "start_p99_ms": ms(r.split.start.1),
+        "callback_p50_ms": ms(r.split.callback.0),
+        "callback_p99_ms": ms(r.split.callback.1),
         "rss_base_bytes": r.rss_base,
         "rss_peak_bytes": r.rss_peak,
         "rss_max_bytes": r.rss_max,

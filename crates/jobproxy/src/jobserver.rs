@@ -124,8 +124,7 @@ impl JobServer {
     /// # Errors
     /// The address cannot be bound or the callback client cannot be built.
     pub async fn start(args: JobServerArgs, ctx: &Ctx) -> Result<Self> {
-        let listener = TcpListener::bind(args.listen)
-            .await
+        let listener = switchboard_core::admin::listen(args.listen)
             .map_err(|source| Error::Bind { addr: args.listen, source })?;
         let addr = listener.local_addr()?;
         let courier = Courier {
@@ -263,9 +262,12 @@ impl Sim {
             Err(e) => return tracing::error!(error = %e, "cannot encode a report"),
         };
         let copies = if roll(self.faults.duplicate_callback_rate) { 2 } else { 1 };
+        let done = std::time::Instant::now();
         for _ in 0..copies {
             self.courier.deliver(&callback, body.clone()).await;
         }
+        // Job end to the callback's answer, queueing for a delivery slot included.
+        metrics::histogram!("jobserver_callback_seconds").record(done.elapsed().as_secs_f64());
     }
 
     fn report(&self, account: &str, id: String, started_at: String) -> Report {

@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use switchboard_core::Ctx;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
@@ -144,8 +143,7 @@ impl ProxyHandle {
 /// Invalid flags, or the address cannot be bound.
 pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let target = Target::parse(&args.upstream)?;
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = switchboard_core::admin::listen(args.listen)
         .map_err(|source| Error::Bind { addr: args.listen, source })?;
     let addr = listener.local_addr()?;
     let tls = args.tls.server_config().map_err(|e| Error::config(e.to_string()))?;

@@ -103,6 +103,8 @@ pub(crate) struct Answer {
 struct Call {
     body: Bytes,
     reply: oneshot::Sender<Result<Answer, Failure>>,
+    /// When it was queued: the wait behind the account's earlier starts is measured apart.
+    queued: Instant,
 }
 
 struct Link {
@@ -150,7 +152,7 @@ impl Upstream {
     /// The account's queue is full or no link is free ([`Failure::Shed`]), or the exchange failed.
     pub async fn start(self: &Arc<Self>, account: &str, body: Bytes) -> Result<Answer, Failure> {
         let (reply, rx) = oneshot::channel();
-        self.enqueue(account, Call { body, reply })?;
+        self.enqueue(account, Call { body, reply, queued: Instant::now() })?;
         rx.await.map_err(|_| Failure::Upstream("upstream link stopped".into()))?
     }
 
@@ -221,6 +223,8 @@ impl Upstream {
                 continue;
             }
             let began = Instant::now();
+            metrics::histogram!("jobproxy_upstream_queue_seconds")
+                .record(began.duration_since(call.queued).as_secs_f64());
             let answer = match tokio::time::timeout(
                 self.config.timeout,
                 self.exchange(&mut conn, call.body),

@@ -7,7 +7,6 @@
 //! `--clients` is a run of both servers, so the curve is visible, not one saturated point. Clients record the interval between consecutive Pings
 //! after a warm-up; jitter is |interval − 1 s|.
 mod ingest;
-mod procfs;
 mod reference;
 
 use std::net::SocketAddr;
@@ -135,7 +134,7 @@ async fn gateway_run(
     let pid = gw.id().ok_or_else(|| Error::Bench("gateway exited at once".into()))?;
     wait_listening(&listen, Duration::from_secs(15)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_base = procfs::rss_bytes(pid).unwrap_or(0);
+    let rss_base = switchboard_core::stats::rss_bytes(pid).unwrap_or(0);
 
     let per_proc = point.clients.div_ceil(point.procs);
     let ramp_per_proc = 3_000 / point.procs.max(1);
@@ -189,12 +188,12 @@ async fn gateway_run(
     let settle = warmup.saturating_sub(started.elapsed()).max(Duration::from_secs(3));
     let what = format!("  {server} run: settling");
     with_progress(&what, Some(settle), tokio::time::sleep(settle)).await;
-    let rss_loaded = procfs::rss_bytes(pid).unwrap_or(0);
-    let cpu0 = procfs::cpu_time(pid).unwrap_or_default();
+    let rss_loaded = switchboard_core::stats::rss_bytes(pid).unwrap_or(0);
+    let cpu0 = switchboard_core::stats::cpu_time(pid).unwrap_or_default();
     let t0 = Instant::now();
     let what = format!("  {server} run: measuring");
     with_progress(&what, Some(args.measure), tokio::time::sleep(args.measure)).await;
-    let cpu = procfs::cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
+    let cpu = switchboard_core::stats::cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
     let cpu_pct = cpu.as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
     let held_end = sessions(admin).await.min(held);
 

@@ -416,4 +416,13 @@ async fn the_bench_runs_three_nodes_behind_one_address() {
     assert_eq!(nodes["failures"], 0, "{stdout}");
     assert!(nodes["forwarded"].as_f64().unwrap() > 0.0, "no callback crossed nodes: {stdout}");
     assert!(nodes["burst_best_ms"].as_f64().unwrap() < 5_000.0, "{stdout}");
+    // The held phase and its same-run reference straight to a job server both ran in full.
+    assert_eq!(
+        (&json["held_failures"], &json["direct_failures"]),
+        (&0.into(), &0.into()),
+        "{stdout}"
+    );
+    for measured in ["direct_added_p99_ms", "queue_p99_ms", "start_p99_ms", "callback_p99_ms"] {
+        assert!(json[measured].as_f64().is_some(), "{measured} missing: {stdout}");
+    }
 }

@@ -26,10 +26,11 @@ pub(crate) struct Outcome {
     pub first_failure: Option<String>,
 }
 
-/// Sends `n` held jobs spread over `accounts` accounts, at most `connecting` connections being
-/// set up at a time (so the listen backlog is not overrun), and waits for all of them.
+/// Sends `n` held jobs to `path` spread over `accounts` accounts, at most `connecting`
+/// connections being set up at a time, and waits for all of them.
 pub(crate) async fn hold(
     addr: SocketAddr,
+    path: &'static str,
     n: usize,
     accounts: usize,
     connecting: usize,
@@ -38,7 +39,7 @@ pub(crate) async fn hold(
     let mut set = JoinSet::new();
     for i in 0..n {
         let account = format!("bench-{}", i % accounts.max(1));
-        set.spawn(one(addr, account, Arc::clone(&gate)));
+        set.spawn(one(addr, path, account, Arc::clone(&gate)));
     }
     let mut out = Outcome::default();
     while let Some(joined) = set.join_next().await {
@@ -53,7 +54,12 @@ pub(crate) async fn hold(
     out
 }
 
-async fn one(addr: SocketAddr, account: String, gate: Arc<Semaphore>) -> Result<Duration, String> {
+async fn one(
+    addr: SocketAddr,
+    path: &'static str,
+    account: String,
+    gate: Arc<Semaphore>,
+) -> Result<Duration, String> {
     let permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
     let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
@@ -64,7 +70,7 @@ async fn one(addr: SocketAddr, account: String, gate: Arc<Semaphore>) -> Result<
     tokio::spawn(connection);
     drop(permit);
     let body = serde_json::json!({ "account": account, "wait": true }).to_string();
-    let request = Request::post("/")
+    let request = Request::post(path)
         .header(HOST, addr.to_string())
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::child::{ProxyProcess, free_addr};
+use super::child::{RoleProcess, free_addr};
 use crate::{Result, jobclient};
 
 /// What the phase measured.
@@ -45,7 +45,7 @@ pub(crate) async fn run(
             "20ms",
         ]
         .map(str::to_owned);
-        procs.push(ProxyProcess::spawn_on(free_addr()?, upstream, jobs * 4, &extra).await?);
+        procs.push(RoleProcess::proxy_on(free_addr()?, upstream, jobs * 4, &extra).await?);
     }
     let stop = CancellationToken::new();
     let backends: Vec<_> = procs.iter().map(|p| p.addr).collect();
