@@ -55,9 +55,6 @@ pub struct GatewayArgs {
     /// gRPC listen address for client streams (port 0 picks a free one).
     #[arg(long = "listen", env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Bus URL: `memory://` (only status services in this process see reports) or `nats://…`.
-    #[arg(long, env = "SWITCHBOARD_BUS", default_value = "memory://")]
-    pub bus: String,
     /// This gateway's id in logs and batch ids (default: random).
     #[arg(long, env = "SWITCHBOARD_GATEWAY_ID")]
     pub gateway_id: Option<String>,
@@ -102,23 +99,6 @@ impl GatewayArgs {
     pub fn loopback() -> Self {
         switchboard_core::config::flags(&["--listen", "127.0.0.1:0"])
     }
-}
-
-/// Runs a gateway until `ctx.shutdown`.
-///
-/// # Errors
-/// The bus is unreachable or the address cannot be bound.
-pub async fn run(args: GatewayArgs, ctx: Ctx) -> Result<()> {
-    let bus = Bus::connect(&args.bus).await?;
-    if bus.is_process_local() {
-        tracing::warn!(
-            "gateway on the memory bus: only a status service in this process sees its reports (use `presence all` or --bus nats://…)"
-        );
-    }
-    let gateway = start(args, bus, ctx.clone()).await?;
-    tracing::info!(addr = %gateway.addr, "presence gateway listening");
-    ctx.shutdown.cancelled().await;
-    Ok(())
 }
 
 /// A started gateway.

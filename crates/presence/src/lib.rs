@@ -60,7 +60,5 @@ pub async fn bench(args: BenchArgs, ctx: Ctx) -> Result<()> {
 /// # Errors
 /// A component fails to start.
 pub async fn demo(ctx: &Ctx, bus: &Bus, store: &Store) -> Result<Vec<Endpoint>> {
-    let store_url = "sqlite://demo";
-    demo::start(ctx, bus, store, GatewayArgs::loopback(), &StatusArgs::embedded(store_url), 50)
-        .await
+    demo::start(ctx, bus, store, GatewayArgs::loopback(), &StatusArgs::loopback(), 50).await
 }

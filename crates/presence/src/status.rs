@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard_bus::{Bus, ConsumerConfig, DeliverFrom};
-use switchboard_core::{Clock, Ctx, SystemClock};
+use switchboard_core::{Clock, Ctx};
 use switchboard_store::Store;
 
 use crate::proto::status_reader_server::{StatusReader, StatusReaderServer};
@@ -33,12 +33,6 @@ pub struct StatusArgs {
     /// gRPC listen address of StatusReader (port 0 picks a free one).
     #[arg(long = "listen", env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
-    /// Bus URL: `memory://` (reports from gateways in this process only) or `nats://…`.
-    #[arg(long, env = "SWITCHBOARD_BUS", default_value = "memory://")]
-    pub bus: String,
-    /// Store URL for snapshots: `sqlite://…` or `postgres://…`.
-    #[arg(long, env = "SWITCHBOARD_STORE", default_value = "sqlite://./data/presence.db")]
-    pub store: String,
     /// Unique, stable id of this replica: names its durable consumer and its snapshot. Two
     /// live replicas must not share one (they would split the reports between them).
     #[arg(long, env = "SWITCHBOARD_REPLICA_ID", default_value = "status-0")]
@@ -58,23 +52,10 @@ pub struct StatusArgs {
 }
 
 impl StatusArgs {
-    /// Defaults for an embedded replica on `store` (demo, tests).
-    pub fn embedded(store: &str) -> Self {
-        switchboard_core::config::flags(&["--listen", "127.0.0.1:0", "--store", store])
+    /// Defaults on an ephemeral loopback port (demo, tests).
+    pub fn loopback() -> Self {
+        switchboard_core::config::flags(&["--listen", "127.0.0.1:0"])
     }
-}
-
-/// Runs a status replica until `ctx.shutdown`.
-///
-/// # Errors
-/// Bus or store unreachable, migration failure, or the address cannot be bound.
-pub async fn run(args: StatusArgs, ctx: Ctx) -> Result<()> {
-    let bus = Bus::connect(&args.bus).await?;
-    let store = Store::connect(&args.store).await?;
-    let addr = start(&args, bus, store.clone(), Arc::new(SystemClock), ctx.clone()).await?;
-    tracing::info!(%addr, replica = %args.replica_id, "presence status listening");
-    ctx.shutdown.cancelled().await;
-    Ok(())
 }
 
 /// Starts a replica on `bus` and `store`, judging the window by `clock`; returns the bound

@@ -28,7 +28,6 @@ struct Setup {
     _dir: tempfile::TempDir,
     bus: Bus,
     store: Store,
-    store_url: String,
     gateway_url: String,
 }
 
@@ -44,7 +43,7 @@ async fn setup(gateway_ctx: &Ctx) -> Setup {
     )
     .await
     .unwrap();
-    Setup { _dir: dir, bus, store, store_url, gateway_url: format!("http://{}", gw.addr) }
+    Setup { _dir: dir, bus, store, gateway_url: format!("http://{}", gw.addr) }
 }
 
 impl Setup {
@@ -55,7 +54,7 @@ impl Setup {
 
     /// Starts status replica `id` on the shared bus and store; returns its URL.
     async fn replica(&self, id: &str, clock: Arc<dyn Clock>, ctx: &Ctx) -> String {
-        let mut args = StatusArgs::embedded(&self.store_url);
+        let mut args = StatusArgs::loopback();
         args.replica_id = id.to_owned();
         let addr = switchboard_presence::start_status(
             &args,

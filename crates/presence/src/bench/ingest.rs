@@ -83,7 +83,7 @@ pub async fn run(reports: usize, users: usize) -> Result<IngestResult> {
     let ctx = Ctx::new();
     let started = Instant::now();
     let addr = status::start(
-        &StatusArgs::embedded(&store_url),
+        &StatusArgs::loopback(),
         bus,
         store.clone(),
         Arc::new(SystemClock),
