@@ -248,24 +248,21 @@ async fn held(args: &BenchArgs, r: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// The proxy's and the job server's summaries of the held phase.
+/// The proxy's and the job server's summaries of the held phase (each page read once).
 async fn split(proxy: &RoleProcess, server: &RoleProcess, hold: Duration) -> Result<Split> {
-    let pair = |name: &'static str, minus: Duration| async move {
-        let q = |q: &'static str| async move {
-            let s = proxy.quantile(name, q).await?.unwrap_or_default();
-            Ok::<_, Error>(Duration::from_secs_f64(s.max(0.0)).saturating_sub(minus))
+    let (proxy, server) = (proxy.metrics_text().await?, server.metrics_text().await?);
+    let pair = |page: &str, name: &str, minus: Duration| {
+        let q = |q| {
+            let s = child::quantile_in(page, name, q).unwrap_or_default();
+            Duration::from_secs_f64(s.max(0.0)).saturating_sub(minus)
         };
-        Ok::<_, Error>((q("0.5").await?, q("0.99").await?))
-    };
-    let callback = |q: &'static str| async move {
-        let s = server.quantile("jobserver_callback_seconds", q).await?.unwrap_or_default();
-        Ok::<_, Error>(Duration::from_secs_f64(s.max(0.0)))
+        (q("0.5"), q("0.99"))
     };
     Ok(Split {
-        callback: (callback("0.5").await?, callback("0.99").await?),
-        queue: pair("jobproxy_upstream_queue_seconds", Duration::ZERO).await?,
-        start: pair("jobproxy_upstream_start_seconds", Duration::ZERO).await?,
-        held: pair("jobproxy_held_seconds", hold).await?,
+        queue: pair(&proxy, "jobproxy_upstream_queue_seconds", Duration::ZERO),
+        start: pair(&proxy, "jobproxy_upstream_start_seconds", Duration::ZERO),
+        held: pair(&proxy, "jobproxy_held_seconds", hold),
+        callback: pair(&server, "jobserver_callback_seconds", Duration::ZERO),
     })
 }
 

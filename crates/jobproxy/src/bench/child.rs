@@ -95,13 +95,8 @@ impl RoleProcess {
             .sum())
     }
 
-    /// Quantile `q` (as the page writes it, e.g. `"0.99"`) of summary `name`, in seconds.
-    pub async fn quantile(&self, name: &str, q: &str) -> Result<Option<f64>> {
-        Ok(quantile_in(&self.metrics_text().await?, name, q))
-    }
-
     /// The node's Prometheus metrics page.
-    async fn metrics_text(&self) -> Result<String> {
+    pub async fn metrics_text(&self) -> Result<String> {
         Ok(self.http.get(format!("{}/metrics", self.admin)).send().await?.text().await?)
     }
 
@@ -138,7 +133,8 @@ impl RoleProcess {
     }
 }
 
-/// Quantile `q` of summary `name` on a Prometheus page.
+/// Quantile `q` (as the page writes it, e.g. `"0.99"`) of summary `name` on a Prometheus
+/// page, in seconds.
 pub(crate) fn quantile_in(text: &str, name: &str, q: &str) -> Option<f64> {
     let key = format!("{name}{{quantile=\"{q}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(&key)?.trim().parse::<f64>().ok())
