@@ -37,7 +37,9 @@ async fn launch(ctx: &Ctx) -> Result<(JobServer, ProxyHandle)> {
     let upstream = format!("http://{}", server.addr());
     let args: Args =
         switchboard_core::config::flags(&["--listen", "127.0.0.1:0", "--upstream", &upstream]);
-    let proxy = proxy::start(args, ctx).await.inspect_err(|_| sim_shutdown.cancel())?;
+    let proxy = proxy::start(args, switchboard_bus::Bus::memory(), ctx)
+        .await
+        .inspect_err(|_| sim_shutdown.cancel())?;
     let stopped = proxy.clone();
     ctx.spawn(async move {
         stopped.stopped().await;

@@ -13,7 +13,8 @@
 //! * `job` — the job server's wire format.
 //! * `jobserver` — the simulator (`switchboard sim jobserver`), with fault injection.
 //! * `jobclient` — `switchboard jobclient`: N jobs at once, PASSED/FAILED.
-//! * `bench` — `switchboard bench jobproxy`.
+//! * `bench` — `switchboard bench jobproxy`; `round_robin` — the TCP front it and the tests
+//!   put in front of several nodes.
 //! * `demo` — the demo set for `switchboard demo`.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ mod job;
 mod jobclient;
 mod jobserver;
 mod proxy;
+mod round_robin;
 mod token;
 mod upstream;
 mod waiter;
@@ -38,14 +40,16 @@ pub use bench::BenchArgs;
 pub use error::{Error, Result};
 pub use jobclient::{JobClientArgs, check as jobcheck};
 pub use jobserver::{Faults, JobServer, JobServerArgs};
-pub use proxy::{Args, ProxyHandle, start as start_proxy};
+pub use proxy::{Args, Command, ProxyHandle, start as start_proxy};
+pub use round_robin::RoundRobin;
 
-/// Runs the proxy until `ctx.shutdown`, then drains held requests.
+/// Connects the bus, runs the proxy until `ctx.shutdown`, then drains held requests.
 ///
 /// # Errors
-/// Invalid flags, or the listen address cannot be bound.
-pub async fn run(args: Args, ctx: Ctx) -> Result<()> {
-    proxy::start(args, &ctx).await?;
+/// Invalid flags, the bus is unreachable, or the listen address cannot be bound.
+pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
+    let bus = switchboard_bus::Bus::connect(&cmd.bus).await?;
+    proxy::start(cmd.settings, bus, &ctx).await?;
     ctx.shutdown.cancelled().await;
     Ok(())
 }

@@ -31,7 +31,21 @@ use crate::upstream::{Answer, LinkConfig, Target, Upstream};
 use crate::waiter::Waiters;
 use crate::{Error, Result, callback};
 
-/// `switchboard jobproxy` flags.
+/// `switchboard jobproxy`: the proxy's settings and the bus it shares with other nodes. The
+/// settings hold no URL of a shared dependency: [`crate::run`] connects the bus once and hands
+/// it to [`start`], as the demo and the tests hand in theirs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Command {
+    #[command(flatten)]
+    pub settings: Args,
+
+    /// Message bus joining proxy nodes behind one public address (`nats://host:4222`): a
+    /// callback for another node's request is forwarded to it. `memory://`: a single node.
+    #[arg(long, env = "SWITCHBOARD_BUS", default_value = "memory://")]
+    pub bus: String,
+}
+
+/// The proxy's settings (`switchboard jobproxy` flags but `--bus`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Address to serve clients and callbacks on.
@@ -46,11 +60,6 @@ pub struct Args {
     /// `<public-url>/callback/<token>`. Default: `http://<listen address>`.
     #[arg(long, env = "SWITCHBOARD_PUBLIC_URL", value_parser = checked_public_url)]
     pub public_url: Option<String>,
-
-    /// Message bus joining proxy nodes behind one public address (`nats://host:4222`): a
-    /// callback for another node's request is forwarded to it. `memory://`: a single node.
-    #[arg(long, env = "SWITCHBOARD_BUS", default_value = "memory://")]
-    pub bus: String,
 
     /// This node's id (0–65535), carried in its callback tokens so that other nodes can
     /// forward its callbacks; unique among the nodes sharing a bus (checked at start).
@@ -138,10 +147,12 @@ impl ProxyHandle {
 }
 
 /// Binds the proxy and serves it on `ctx` until `ctx.shutdown` (then drains held requests).
+/// A bus shared with other processes (not process-local) joins this node to the others
+/// behind one public address.
 ///
 /// # Errors
 /// Invalid flags, or the address cannot be bound.
-pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
+pub async fn start(args: Args, bus: switchboard_bus::Bus, ctx: &Ctx) -> Result<ProxyHandle> {
     let target = Target::parse(&args.upstream)?;
     let listener = switchboard_core::admin::listen(args.listen)
         .map_err(|source| Error::Bind { addr: args.listen, source })?;
@@ -149,7 +160,6 @@ pub async fn start(args: Args, ctx: &Ctx) -> Result<ProxyHandle> {
     let tls = args.tls.server_config().map_err(|e| Error::config(e.to_string()))?;
     let public_url = public_url(args.public_url.as_deref(), addr, tls.is_some())?;
     let shutdown = ctx.shutdown.clone();
-    let bus = switchboard_bus::Bus::connect(&args.bus).await?;
     let shared_bus = !bus.is_process_local();
     let config = LinkConfig {
         queue: args.account_queue.get(),

@@ -28,7 +28,7 @@ async fn proxy(ctx: &Ctx, upstream: SocketAddr, flags: &[&str]) -> ProxyHandle {
     let upstream = format!("http://{upstream}");
     let argv = ["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream];
     let args = ProxyCli::parse_from(argv.iter().chain(flags)).args;
-    start_proxy(args, ctx).await.unwrap()
+    start_proxy(args, switchboard_bus::Bus::memory(), ctx).await.unwrap()
 }
 
 async fn call(url: &str, body: Value) -> (u16, Vec<u8>) {

@@ -53,7 +53,7 @@ pub enum Command {
     #[command(subcommand)]
     Presence(switchboard_presence::Command),
     /// Synchronous-to-asynchronous job proxy.
-    Jobproxy(switchboard_jobproxy::Args),
+    Jobproxy(switchboard_jobproxy::Command),
     /// Checks that 50 jobs through a proxy finish in time.
     Jobclient(switchboard_jobproxy::JobClientArgs),
     /// Command & control: console server and agents.

@@ -20,7 +20,7 @@ use clap::Parser;
 use cli::{Bench, Cli, Command, Sim};
 use switchboard_core::{Ctx, admin, config, telemetry};
 
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

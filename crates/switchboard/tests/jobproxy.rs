@@ -289,35 +289,6 @@ async fn body_limits_hold_for_requests_and_callbacks() {
     assert_eq!(proxy.terminate().await, Some(0));
 }
 
-/// A round-robin TCP balancer on a free loopback port, as in front of several nodes: each
-/// connection goes to the next backend that accepts it (a dead one is skipped, as a health
-/// checking balancer would). Returns its URL.
-async fn round_robin_front(backends: Vec<String>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut next = 0usize;
-        loop {
-            let (mut client, _) = listener.accept().await.unwrap();
-            let mut picked = None;
-            for _ in 0..backends.len() {
-                let backend = &backends[next % backends.len()];
-                next += 1;
-                if let Ok(s) = tokio::net::TcpStream::connect(backend).await {
-                    picked = Some(s);
-                    break;
-                }
-            }
-            if let Some(mut backend) = picked {
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
-                });
-            }
-        }
-    });
-    url
-}
-
 /// The sum of metric `name` over the label sets that contain `label` (e.g. `outcome="x"`).
 async fn labelled_metric(role: &Role, name: &str, label: &str) -> f64 {
     let text = reqwest::get(format!("{}/metrics", role.admin)).await.unwrap();
@@ -338,7 +309,10 @@ async fn three_nodes_behind_one_address_forward_callbacks_over_nats() {
     let (sim_addr, sim_url) = listen();
     let sim = Role::start(&["sim", "jobserver", "--listen", &sim_addr, "--job-time", "1s"]).await;
     let addrs: Vec<String> = (0..3).map(|_| listen().0).collect();
-    let front = round_robin_front(addrs.clone()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backends = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    let balancer = switchboard_jobproxy::RoundRobin::serve(listener, backends).unwrap();
+    let front = balancer.url();
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let id = (i + 1).to_string();

@@ -2,15 +2,33 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Roles of this service.
+/// Roles of this service. A role's settings hold no URL of a shared dependency: the bus and
+/// the store are named here, connected once by [`crate::run`] and handed to the role's
+/// `start_*`, as the demo and the benchmark hand in theirs.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// HTTP collector: `POST /track` and `POST /track/batch`; answers 202 once stored durably.
-    Collector(CollectorArgs),
+    Collector {
+        #[command(flatten)]
+        settings: CollectorArgs,
+        #[command(flatten)]
+        backends: Backends,
+    },
     /// Consumes accepted batches, stores raw events and maintains the read model.
-    Worker(WorkerArgs),
+    Worker {
+        #[command(flatten)]
+        settings: WorkerArgs,
+        #[command(flatten)]
+        backends: Backends,
+    },
     /// Reports API (`/api/*`) and the live dashboard (`/`).
-    Api(ApiArgs),
+    Api {
+        #[command(flatten)]
+        settings: ApiArgs,
+        /// Store holding the read model: `sqlite://path` or `postgres://…`.
+        #[arg(long, env = "SWITCHBOARD_STORE", default_value = "sqlite://./data/tracker.db")]
+        store: String,
+    },
 }
 
 /// Where the bus and the store are.
@@ -73,9 +91,6 @@ pub struct CollectorArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
-    pub backends: Backends,
-
-    #[command(flatten)]
     pub listener: Listener,
 
     /// Largest request body in bytes, compressed or not (larger: 413).
@@ -117,9 +132,6 @@ pub struct CollectorArgs {
 /// `switchboard tracker worker` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    #[command(flatten)]
-    pub backends: Backends,
-
     /// Most journal entries (collector requests) folded in one transaction.
     #[arg(long, env = "SWITCHBOARD_BATCH_ENTRIES", default_value_t = 256)]
     pub batch_entries: usize,
@@ -149,10 +161,6 @@ pub struct ApiArgs {
 
     #[command(flatten)]
     pub access: ApiAccess,
-
-    /// Store holding the read model: `sqlite://path` or `postgres://…`.
-    #[arg(long, env = "SWITCHBOARD_STORE", default_value = "sqlite://./data/tracker.db")]
-    pub store: String,
 }
 
 /// `switchboard bench tracker` flags.
@@ -198,7 +206,7 @@ pub struct BenchArgs {
 }
 
 impl CollectorArgs {
-    /// Defaults, on an ephemeral loopback port, journaling into `bus`/`store`.
+    /// Defaults, on an ephemeral loopback port.
     pub fn ephemeral() -> Self {
         switchboard_core::config::flags(&["--listen", "127.0.0.1:0"])
     }

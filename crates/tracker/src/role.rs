@@ -24,18 +24,17 @@ use crate::{Error, Result};
 /// Startup fails (bad flags, unreachable bus or store, address in use).
 pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
     match cmd {
-        Command::Collector(args) => {
-            if args.fold && !Bus::is_process_local_url(&args.backends.bus) {
+        Command::Collector { settings: args, backends } => {
+            if args.fold && !Bus::is_process_local_url(&backends.bus) {
                 return Err(Error::config(
                     "--fold needs the embedded journal (--bus memory://): with a durable bus, \
                      workers fold what the stream holds",
                 ));
             }
-            let bus = Bus::connect(&args.backends.bus).await?;
+            let bus = Bus::connect(&backends.bus).await?;
             // With a durable bus the collector needs the store only to serve reports.
             let needs_store = bus.is_process_local() || args.serve_api;
-            let store =
-                if needs_store { Some(open_store(&args.backends.store).await?) } else { None };
+            let store = if needs_store { Some(open_store(&backends.store).await?) } else { None };
             let sink = match &store {
                 Some(store) if args.fold => Sink::Fold(store.clone()),
                 Some(store) => Sink::for_deployment(&bus, store),
@@ -45,14 +44,14 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<()> {
             start_collector(&args, sink, api_store, &ctx).await?;
             ctx.shutdown.cancelled().await;
         }
-        Command::Worker(args) => {
-            let bus = Bus::connect(&args.backends.bus).await?;
-            let store = open_store(&args.backends.store).await?;
+        Command::Worker { settings: args, backends } => {
+            let bus = Bus::connect(&backends.bus).await?;
+            let store = open_store(&backends.store).await?;
             // Awaited, not spawned: a worker that cannot start fails the process.
             worker::run(worker_config(&args)?, bus, store, ctx).await?;
         }
-        Command::Api(args) => {
-            let store = open_store(&args.store).await?;
+        Command::Api { settings: args, store } => {
+            let store = open_store(&store).await?;
             start_api(&args, store, &ctx).await?;
             ctx.shutdown.cancelled().await;
         }

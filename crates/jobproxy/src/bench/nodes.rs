@@ -3,10 +3,8 @@
 //! on a node that does not hold their request are forwarded over the bus.
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-
 use super::child::{RoleProcess, free_addr};
+use crate::round_robin::RoundRobin;
 use crate::{Result, jobclient};
 
 /// What the phase measured.
@@ -28,7 +26,7 @@ pub(crate) async fn run(
     jobs: usize,
     rounds: usize,
 ) -> Result<NodesReport> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let front = format!("http://{}", listener.local_addr()?);
     let mut procs = Vec::with_capacity(nodes);
     for id in 1..=nodes {
@@ -47,9 +45,7 @@ pub(crate) async fn run(
         .map(str::to_owned);
         procs.push(RoleProcess::proxy_on(free_addr()?, upstream, jobs * 4, &extra).await?);
     }
-    let stop = CancellationToken::new();
-    let backends: Vec<_> = procs.iter().map(|p| p.addr).collect();
-    let balancer = tokio::spawn(round_robin(listener, backends, stop.clone()));
+    let balancer = RoundRobin::serve(listener, procs.iter().map(|p| p.addr).collect())?;
     let mut r = NodesReport { nodes, ..NodesReport::default() };
     let result = async {
         for _ in 0..rounds.max(1) {
@@ -66,41 +62,10 @@ pub(crate) async fn run(
         Ok(())
     }
     .await;
-    stop.cancel();
-    let _ = balancer.await;
+    balancer.stop().await;
     for p in procs {
         p.stop().await;
     }
     r.bursts.sort();
     result.map(|()| r)
-}
-
-/// A round-robin TCP balancer: each accepted connection is piped to the next backend.
-async fn round_robin(
-    listener: TcpListener,
-    backends: Vec<std::net::SocketAddr>,
-    stop: CancellationToken,
-) {
-    let pipes = tokio_util::task::TaskTracker::new();
-    for next in 0.. {
-        let mut client = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((client, _)) => client,
-                Err(_) => continue,
-            },
-            () = stop.cancelled() => break,
-        };
-        let backend = backends[next % backends.len()];
-        let stop = stop.clone();
-        pipes.spawn(async move {
-            if let Ok(mut backend) = TcpStream::connect(backend).await {
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
-                    () = stop.cancelled() => {}
-                }
-            }
-        });
-    }
-    pipes.close();
-    pipes.wait().await;
 }
