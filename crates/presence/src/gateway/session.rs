@@ -1,49 +1,34 @@
 //! One client stream on a gateway: sends a Ping on every tick of its slot, turns each EVEN/ODD
 //! Pong into a report, and closes the stream when the client stops answering.
 //!
-//! One task per stream, and nothing else per stream: the tick comes from the shared
-//! [`Ticker`](super::ticker::Ticker), Pings go through a 2-slot channel that *is* the response
-//! body, reports go to the shared forwarder queue.
+//! The session *is* the response body of `Attach`: the stream the HTTP/2 server polls to send
+//! Pings also reads the Pongs. No task, no channel and no timer per client (a task and a
+//! 2-slot channel were ~3 KB a client, and every Ping crossed two wake-ups); the tick comes
+//! from the shared [`Ticker`](super::ticker::Ticker), reports go to the shared forwarder queue.
+//! A client that does not read is not queued Pings: the server stops polling a stream whose
+//! flow-control window is spent, and the ticks it misses meanwhile are counted as skipped.
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use switchboard_core::Clock;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
+use tracing::Instrument as _;
 
 use super::forwarder::ReportSender;
 use crate::proto::{Ping, Pong, Status};
 use crate::report::Report;
 
-/// What a session sends its client. Deliberately tiny: the channel's slot block is allocated
-/// per stream, and `Result<Ping, tonic::Status>` would make it ~6 KB per client.
-#[derive(Debug, Clone, Copy)]
-pub enum Out {
-    /// One Ping.
-    Ping,
-    /// End the stream with this status.
-    End(tonic::Code, &'static str),
-}
-
-impl Out {
-    /// The gRPC message or final status this stands for.
-    pub fn into_item(self) -> Result<Ping, tonic::Status> {
-        match self {
-            Self::Ping => Ok(Ping {}),
-            Self::End(code, message) => Err(tonic::Status::new(code, message)),
-        }
-    }
-}
-
-/// Outbound half of a stream: feeds the response body of `Attach`.
-pub type PingSender = mpsc::Sender<Out>;
+/// The response body of `Attach`: the session, polled by the server.
+pub type PingStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Ping, tonic::Status>> + Send>>;
 
 /// Why a session ended (a metric label and a log field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// The client closed its side.
+    /// The client closed its side, or went away (stream reset, connection lost).
     ClientClosed,
-    /// The stream failed (reset, connection lost).
+    /// The stream failed while reading a Pong (a malformed message, a protocol error).
     StreamError,
     /// No Pong within the client timeout: a dead or stuck client.
     TimedOut,
@@ -97,8 +82,6 @@ pub struct Session {
     pub tick: watch::Receiver<u64>,
     /// Pongs from the client.
     pub inbound: Streaming<Pong>,
-    /// Pings to the client.
-    pub outbound: PingSender,
     /// The forwarder queue.
     pub reports: ReportSender,
     /// Stamps reports.
@@ -111,76 +94,62 @@ pub struct Session {
     pub metrics: std::sync::Arc<SessionMetrics>,
 }
 
-impl Session {
-    /// Runs until the client leaves, times out, or the gateway drains.
-    pub async fn run(mut self) -> End {
-        self.metrics.sessions.increment(1.0);
-        let end = self.serve().await;
+/// Counts a session from its start until it is dropped, however it ends (the server drops the
+/// body of a reset stream without polling it again), and holds its `--max-clients` slot.
+struct Held {
+    metrics: std::sync::Arc<SessionMetrics>,
+    end: End,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
         self.metrics.sessions.decrement(1.0);
-        metrics::counter!("presence_gateway_sessions_ended_total", "reason" => end.label())
+        metrics::counter!("presence_gateway_sessions_ended_total", "reason" => self.end.label())
             .increment(1);
-        tracing::debug!(reason = end.label(), "session ended");
-        end
+        tracing::debug!(reason = self.end.label(), "session ended");
+    }
+}
+
+/// A session while its stream is open.
+struct Live {
+    session: Session,
+    held: Held,
+    last_pong: Instant,
+    /// The slot's tick count at the last Ping (a jump of more than one: Pings skipped).
+    last_tick: u64,
+    /// The first Ping goes out at once, so a client learns quickly that the stream works.
+    started: bool,
+    ended: bool,
+}
+
+impl Session {
+    /// The response stream of this session, holding `slot` until it ends. `span` is entered
+    /// whenever the stream is polled.
+    pub fn into_stream(self, slot: OwnedSemaphorePermit, span: tracing::Span) -> PingStream {
+        self.metrics.sessions.increment(1.0);
+        let held = Held { metrics: self.metrics.clone(), end: End::ClientClosed, _slot: slot };
+        let last_tick = *self.tick.borrow();
+        let live = Live {
+            session: self,
+            held,
+            last_pong: Instant::now(),
+            last_tick,
+            started: false,
+            ended: false,
+        };
+        Box::pin(futures::stream::unfold(live, move |mut live| {
+            async move {
+                let item = live.next().await?;
+                Some((item, live))
+            }
+            .instrument(span.clone())
+        }))
     }
 
-    async fn serve(&mut self) -> End {
-        let mut last_pong = Instant::now();
-        // The first Ping goes out at once so a client learns quickly that the stream works.
-        if !self.ping() {
-            return End::ClientClosed;
-        }
-        self.tick.mark_unchanged();
-        loop {
-            tokio::select! {
-                () = self.shutdown.cancelled() => {
-                    let _ = self.outbound.try_send(Out::End(tonic::Code::Unavailable, "gateway draining; reconnect"));
-                    return End::Draining;
-                }
-                changed = self.tick.changed() => {
-                    if changed.is_err() {
-                        return End::Draining;
-                    }
-                    if last_pong.elapsed() > self.timeout {
-                        let _ = self.outbound.try_send(Out::End(
-                            tonic::Code::DeadlineExceeded,
-                            "no Pong within the client timeout",
-                        ));
-                        return End::TimedOut;
-                    }
-                    if !self.ping() {
-                        return End::ClientClosed;
-                    }
-                }
-                msg = self.inbound.message() => match msg {
-                    Ok(Some(pong)) => {
-                        last_pong = Instant::now();
-                        self.on_pong(&pong);
-                    }
-                    Ok(None) => return End::ClientClosed,
-                    Err(status) => {
-                        tracing::debug!(%status, "client stream failed");
-                        return End::StreamError;
-                    }
-                },
-                () = self.outbound.closed() => return End::ClientClosed,
-            }
-        }
-    }
-
-    /// Queues one Ping; `false` once the response stream is gone.
-    fn ping(&self) -> bool {
-        match self.outbound.try_send(Out::Ping) {
-            Ok(()) => {
-                self.metrics.pings.increment(1);
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // The client is not reading: one unread Ping is enough, skip this one.
-                self.metrics.pings_skipped.increment(1);
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+    fn ping(&self) -> Option<Result<Ping, tonic::Status>> {
+        self.metrics.pings.increment(1);
+        Some(Ok(Ping {}))
     }
 
     fn on_pong(&self, pong: &Pong) {
@@ -203,6 +172,68 @@ impl Session {
             self.metrics.shed.increment(1);
             shed_log();
         }
+    }
+}
+
+impl Live {
+    /// The next item of the response: a Ping, the final status, or the end (`None`).
+    async fn next(&mut self) -> Option<Result<Ping, tonic::Status>> {
+        if self.ended {
+            return None;
+        }
+        let s = &mut self.session;
+        if !self.started {
+            self.started = true;
+            s.tick.mark_unchanged();
+            return s.ping();
+        }
+        loop {
+            tokio::select! {
+                () = s.shutdown.cancelled() => {
+                    return self.end(End::Draining, Some(tonic::Status::unavailable("gateway draining; reconnect")));
+                }
+                changed = s.tick.changed() => {
+                    if changed.is_err() {
+                        return self.end(End::Draining, None);
+                    }
+                    let tick = *s.tick.borrow_and_update();
+                    let missed = tick.saturating_sub(self.last_tick).saturating_sub(1);
+                    self.last_tick = tick;
+                    if missed > 0 {
+                        // The server did not poll this stream (its window was spent): the
+                        // client is not reading. It gets one Ping now, not a backlog.
+                        s.metrics.pings_skipped.increment(missed);
+                    }
+                    if self.last_pong.elapsed() > s.timeout {
+                        let status = tonic::Status::deadline_exceeded("no Pong within the client timeout");
+                        return self.end(End::TimedOut, Some(status));
+                    }
+                    return s.ping();
+                }
+                msg = s.inbound.message() => match msg {
+                    Ok(Some(pong)) => {
+                        self.last_pong = Instant::now();
+                        s.on_pong(&pong);
+                    }
+                    Ok(None) => return self.end(End::ClientClosed, None),
+                    Err(status) => {
+                        tracing::debug!(%status, "client stream failed");
+                        return self.end(End::StreamError, None);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Ends the session for `why`, with `status` as the stream's last item (else it ends OK).
+    fn end(
+        &mut self,
+        why: End,
+        status: Option<tonic::Status>,
+    ) -> Option<Result<Ping, tonic::Status>> {
+        self.held.end = why;
+        self.ended = true;
+        status.map(Err)
     }
 }
 
