@@ -111,7 +111,7 @@ fn connector(
     tls: &switchboard_core::tls::ClientTlsArgs,
 ) -> Result<Connector> {
     let wss = server.starts_with("wss://");
-    match tls.client_config().map_err(|e| Error::config(e.to_string()))? {
+    match tls.client_config().map_err(|e| Error::config(switchboard_core::describe_error(&e)))? {
         Some(config) if wss => Ok(Connector::Rustls(config)),
         None if !wss => Ok(Connector::Plain),
         Some(_) => Err(Error::config(format!("--server {shown}: --tls-ca needs a wss:// URL"))),
@@ -177,7 +177,7 @@ pub(crate) async fn run(args: Args, clock: Arc<dyn Clock>, ctx: Ctx) -> Result<(
             }
             Ok(Err(e)) => {
                 let wait = backoff.next_delay();
-                tracing::warn!(server = %shown, error = %e, retry_in = ?wait, "connect failed");
+                tracing::warn!(server = %shown, error = %switchboard_core::describe_error(&e), retry_in = ?wait, "connect failed");
                 wait
             }
             Err(_) => {

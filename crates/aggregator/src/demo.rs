@@ -24,7 +24,7 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
     let stop_sim = sim_ctx.shutdown.clone();
     ctx.spawn(async move {
         if let Err(e) = wsserver::serve(listener, sim, sim_ctx).await {
-            tracing::error!(error = %e, "wsserver simulator stopped");
+            tracing::error!(error = %switchboard_core::describe_error(&e), "wsserver simulator stopped");
         }
     });
     let mut args = Args::for_server(&url);
@@ -32,7 +32,7 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
     let client_ctx = ctx.child();
     ctx.spawn(async move {
         if let Err(e) = client::run(args, Arc::new(SystemClock), client_ctx).await {
-            tracing::error!(error = %e, "aggregator stopped");
+            tracing::error!(error = %switchboard_core::describe_error(&e), "aggregator stopped");
         }
         stop_sim.cancel();
     });

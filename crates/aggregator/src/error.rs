@@ -8,7 +8,7 @@ pub enum Error {
     #[error("invalid configuration")]
     Config(#[from] switchboard_core::ConfigError),
     /// A listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: std::net::SocketAddr,
@@ -16,7 +16,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A socket could not be used.
-    #[error("io: {0}")]
+    #[error("i/o")]
     Io(#[from] std::io::Error),
     /// The wsserver simulator saw reports that differ from its ground truth.
     #[error("{mismatches} of {checked} reports did not match the ground truth")]

@@ -143,9 +143,9 @@ impl Intake {
             }
             Ok(Frame::Associations(list)) => self.associate(&list),
             Err(e @ protocol::FrameError::AssociationsOversized(_)) => {
-                self.associations_lost(e.reason(), &e.to_string());
+                self.associations_lost(e.reason(), &switchboard_core::describe_error(&e));
             }
-            Err(e) => self.malformed(e.reason(), &e.to_string()),
+            Err(e) => self.malformed(e.reason(), &switchboard_core::describe_error(&e)),
         }
     }
 

@@ -90,7 +90,7 @@ pub(crate) enum FrameError {
     #[error("association list of {0} bytes exceeds what --max-children allows")]
     AssociationsOversized(usize),
     /// Not valid JSON for its kind, or an id is not a UUID.
-    #[error("invalid frame: {0}")]
+    #[error("invalid frame")]
     Invalid(#[from] serde_json::Error),
 }
 

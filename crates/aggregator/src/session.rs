@@ -131,8 +131,12 @@ where
     let deadline = Instant::now() + CLOSE_TIMEOUT;
     match tokio::time::timeout_at(deadline, &mut writer).await {
         Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not send the final report"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "writer task failed"),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %switchboard_core::describe_error(&e), "could not send the final report")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %switchboard_core::describe_error(&e), "writer task failed")
+        }
         Err(_) => tracing::warn!("timed out sending the final report"),
     }
     // Read until the server answers our close, so the socket shuts down cleanly.

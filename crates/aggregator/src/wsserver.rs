@@ -161,7 +161,7 @@ pub(crate) async fn serve(listener: TcpListener, args: WsServerArgs, ctx: Ctx) -
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        tracing::warn!(error = %switchboard_core::describe_error(&e), "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -182,7 +182,7 @@ pub(crate) async fn serve(listener: TcpListener, args: WsServerArgs, ctx: Ctx) -
                             tracing::warn!(%peer, "too many connections waiting; closing this one");
                         }
                     }
-                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "websocket handshake failed"),
+                    Ok(Err(e)) => tracing::warn!(%peer, error = %switchboard_core::describe_error(&e), "websocket handshake failed"),
                     Err(_) => tracing::warn!(%peer, "websocket handshake timed out"),
                 }
             });
@@ -360,7 +360,7 @@ impl Feeder {
             }
         }
         if let Err(e) = res.and(ws.flush().await) {
-            tracing::warn!(error = %e, "send failed; dropping the connection");
+            tracing::warn!(error = %switchboard_core::describe_error(&e), "send failed; dropping the connection");
             self.conn = None;
         }
     }
@@ -381,7 +381,7 @@ impl Feeder {
             }
             Some(Ok(_)) => return,
             Some(Err(e)) => {
-                tracing::info!(error = %e, "client connection failed");
+                tracing::info!(error = %switchboard_core::describe_error(&e), "client connection failed");
                 self.conn = None;
                 return;
             }

@@ -135,7 +135,7 @@ impl NatsBus {
                         ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
                     ) && tokio::time::Instant::now() + backoff < deadline =>
                 {
-                    tracing::info!(%server, error = %e, "bus not reachable yet, retrying");
+                    tracing::info!(%server, error = %switchboard_core::describe_error(&e), "bus not reachable yet, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }

@@ -89,7 +89,7 @@ pub(crate) async fn jobcheck(State(state): State<crate::State>) -> Response {
     match tokio::spawn(actions.run(check)).await {
         Ok((code, body)) => (code, Json(body)).into_response(),
         Err(e) => {
-            tracing::error!(error = %e, "job check task failed");
+            tracing::error!(error = %switchboard_core::describe_error(&e), "job check task failed");
             let body = json!({ "error": "the job check failed" });
             (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
         }

@@ -98,7 +98,7 @@ pub async fn serve(addr: SocketAddr, gate: Gate, fleet: Fleet, ctx: &Ctx) -> Res
         if let Err(e) =
             server.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         {
-            tracing::error!(error = %e, "control gRPC server failed");
+            tracing::error!(error = %switchboard_core::describe_error(&e), "control gRPC server failed");
         }
     });
     tracing::info!(listen = %local, "control console accepting agents");

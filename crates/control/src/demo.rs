@@ -34,7 +34,7 @@ pub(crate) async fn start(ctx: &Ctx) -> Result<Vec<Endpoint>> {
         let agent_ctx = ctx.clone();
         ctx.spawn(async move {
             if let Err(e) = agent::run(args, agent_ctx).await {
-                tracing::error!(agent = name, error = %e, "demo agent stopped");
+                tracing::error!(agent = name, error = %switchboard_core::describe_error(&e), "demo agent stopped");
             }
         });
     }

@@ -9,7 +9,7 @@ pub enum Error {
     #[error("invalid configuration")]
     Config(#[from] switchboard_core::ConfigError),
     /// The console's gRPC listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// Address asked for.
         addr: SocketAddr,
@@ -33,7 +33,7 @@ pub enum Error {
     #[error("the server refused our credentials: {0}")]
     Unauthenticated(String),
     /// The gRPC transport failed (serving, or connecting for the bench).
-    #[error("transport: {0}")]
+    #[error("grpc transport")]
     Transport(#[from] tonic::transport::Error),
     /// Reading operator input failed.
     #[error("console input: {0}")]

@@ -32,7 +32,7 @@ impl ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The TOML config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     ConfigRead {
         /// File that failed.
         path: PathBuf,
@@ -55,7 +55,7 @@ pub enum Error {
     Tls(#[source] ConfigError),
     /// A listening socket could not be bound; names the address, since a process may have
     /// several listeners and "Address already in use" alone does not say which one.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -63,17 +63,18 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Serving a socket failed.
-    #[error("io: {0}")]
+    #[error("i/o")]
     Io(#[from] std::io::Error),
 }
 
 /// Result alias for the core crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// `err` and its causes joined with ": ", skipping a cause whose text already ends the
-/// message (errors often repeat their source: `bus: <source>`). For logs of retried
-/// connections: tonic's "transport error" alone does not say "Connection refused"; its causes
-/// do.
+/// `err` and its causes joined with ": ": how every log line, CLI message and wrapped error
+/// prints an error. Our errors name only their own step (`bus`, `cannot listen on <addr>`) and
+/// leave the cause to their source, so the chain says each thing once; a cause whose text
+/// already ends the message (some libraries repeat their source) is skipped. tonic's
+/// "transport error" alone does not say "Connection refused"; its causes do.
 pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -106,6 +107,6 @@ mod tests {
         let err = Error::Bind { addr: ([127, 0, 0, 1], 7070).into(), source: io };
         assert_eq!(describe(&err), "cannot listen on 127.0.0.1:7070: Connection refused");
         let err = Error::Io(std::io::Error::other("disk full"));
-        assert_eq!(describe(&err), "io: disk full");
+        assert_eq!(describe(&err), "i/o: disk full");
     }
 }

@@ -166,7 +166,7 @@ pub async fn serve_with_front(
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning; connections that
                     // finish free descriptors.
-                    tracing::warn!(server, error = %e, "accept failed; retrying");
+                    tracing::warn!(server, error = %crate::error::describe(&e), "accept failed; retrying");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -278,7 +278,7 @@ impl Connection {
             let conn = watcher.watch(http1.serve_connection(TokioIo::new(io), service));
             Box::pin(async move {
                 if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    tracing::debug!(%peer, error = %crate::error::describe(&e), "connection ended with an error");
                 }
             })
         } else {
@@ -286,7 +286,7 @@ impl Connection {
             let conn = watcher.watch(conn.into_owned());
             Box::pin(async move {
                 if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    tracing::debug!(%peer, error = %crate::error::describe(&*e), "connection ended with an error");
                 }
             })
         };

@@ -38,7 +38,7 @@ impl Telemetry {
         if let Some(p) = self.provider
             && let Err(e) = p.shutdown()
         {
-            tracing::warn!(error = %e, "OTLP exporter shutdown failed");
+            tracing::warn!(error = %crate::error::describe(&e), "OTLP exporter shutdown failed");
         }
     }
 }

@@ -47,7 +47,7 @@ pub(crate) async fn receive(
         }
         // The job server went away mid-body: nothing to answer, it will retry.
         Err(e) => {
-            tracing::info!(token = %redact::token(token), error = %e, "callback body could not be read");
+            tracing::info!(token = %redact::token(token), error = %switchboard_core::describe_error(&*e), "callback body could not be read");
             return StatusCode::BAD_REQUEST.into_response();
         }
     };

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -18,10 +18,10 @@ pub enum Error {
     #[error("invalid configuration")]
     Config(#[from] switchboard_core::ConfigError),
     /// An I/O error outside a single request (spawning, reading `/proc`, …).
-    #[error("i/o error: {0}")]
+    #[error("i/o")]
     Io(#[from] std::io::Error),
     /// An HTTP client could not be built or a request of a helper program failed.
-    #[error("http client: {0}")]
+    #[error("http client")]
     Client(#[from] reqwest::Error),
     /// The message bus joining proxy nodes failed (connect, subscribe).
     #[error("bus")]

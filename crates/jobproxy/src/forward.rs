@@ -72,7 +72,7 @@ impl Forwarder {
                 outcome("owner_gone", StatusCode::NOT_FOUND, owner)
             }
             Err(e) => {
-                tracing::warn!(token = %switchboard_core::redact::token(token), owner, error = %e, "forwarding a callback failed");
+                tracing::warn!(token = %switchboard_core::redact::token(token), owner, error = %switchboard_core::describe_error(&e), "forwarding a callback failed");
                 outcome("failed", StatusCode::SERVICE_UNAVAILABLE, owner)
             }
         }

@@ -192,7 +192,7 @@ impl Sim {
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %switchboard_core::describe_error(&e), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -218,7 +218,7 @@ impl Sim {
             }
         };
         if let Err(e) = result {
-            tracing::debug!(error = %e, "job server connection ended with an error");
+            tracing::debug!(error = %switchboard_core::describe_error(&e), "job server connection ended with an error");
         }
     }
 
@@ -259,7 +259,9 @@ impl Sim {
         let report = self.report(&account, id, started_at);
         let body = match serde_json::to_vec(&report) {
             Ok(b) => Bytes::from(b),
-            Err(e) => return tracing::error!(error = %e, "cannot encode a report"),
+            Err(e) => {
+                return tracing::error!(error = %switchboard_core::describe_error(&e), "cannot encode a report");
+            }
         };
         let copies = if roll(self.faults.duplicate_callback_rate) { 2 } else { 1 };
         let done = std::time::Instant::now();

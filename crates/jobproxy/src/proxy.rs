@@ -157,7 +157,10 @@ pub async fn start(args: Args, bus: switchboard_bus::Bus, ctx: &Ctx) -> Result<P
     let listener = switchboard_core::admin::listen(args.listen)
         .map_err(|source| Error::Bind { addr: args.listen, source })?;
     let addr = listener.local_addr()?;
-    let tls = args.tls.server_config().map_err(|e| Error::config(e.to_string()))?;
+    let tls = args
+        .tls
+        .server_config()
+        .map_err(|e| Error::config(switchboard_core::describe_error(&e)))?;
     let public_url = public_url(args.public_url.as_deref(), addr, tls.is_some())?;
     let shutdown = ctx.shutdown.clone();
     let shared_bus = !bus.is_process_local();
@@ -213,7 +216,7 @@ pub async fn start(args: Args, bus: switchboard_bus::Bus, ctx: &Ctx) -> Result<P
             drained,
         );
         if let Err(e) = served.await {
-            tracing::error!(error = %e, "jobproxy server failed");
+            tracing::error!(error = %switchboard_core::describe_error(&e), "jobproxy server failed");
         }
         done.cancel();
     });
@@ -244,7 +247,7 @@ const SPARE_CONNECTIONS: usize = 1024;
 /// Rejects a bad `--public-url` while parsing flags (so the binary exits 64).
 fn checked_public_url(url: &str) -> Result<String, String> {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-    public_url(Some(url), unspecified, false).map_err(|e| e.to_string())
+    public_url(Some(url), unspecified, false).map_err(|e| switchboard_core::describe_error(&e))
 }
 
 /// `--public-url`, or the listener's own address (`https://` when it serves TLS, so the job

@@ -314,7 +314,7 @@ impl Upstream {
         metrics::gauge!("jobproxy_upstream_connections").increment(1);
         self.tasks.spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+                tracing::debug!(error = %switchboard_core::describe_error(&e), "upstream connection ended with an error");
             }
             metrics::gauge!("jobproxy_upstream_connections").decrement(1);
         });

@@ -239,7 +239,7 @@ impl Client {
                 Ok(true) => attempt = 0,
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::debug!(client_id = %self.id, error = %e, "gateway session failed");
+                    tracing::debug!(client_id = %self.id, error = %switchboard_core::describe_error(&e), "gateway session failed");
                     if attempt >= QUIET_FAILURES {
                         self.reach.warn(gateway, &e);
                     }

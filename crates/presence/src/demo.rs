@@ -68,7 +68,7 @@ async fn log_count(status_url: String, shutdown: tokio_util::sync::CancellationT
             () = shutdown.cancelled() => return,
             _ = every.tick() => match status::fetch_online(&status_url).await {
                 Ok(n) => tracing::info!(online_users = n, "presence: unique users online in the last 3 minutes"),
-                Err(e) => tracing::warn!(error = %e, "presence: status query failed"),
+                Err(e) => tracing::warn!(error = %switchboard_core::describe_error(&e), "presence: status query failed"),
             },
         }
     }

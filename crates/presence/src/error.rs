@@ -8,28 +8,28 @@ pub enum Error {
     #[error("invalid configuration")]
     Config(#[from] switchboard_core::ConfigError),
     /// The bus refused an operation.
-    #[error("bus: {0}")]
+    #[error("bus")]
     Bus(#[from] switchboard_bus::Error),
     /// The store refused an operation.
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] switchboard_store::Error),
     /// A SQL statement failed.
-    #[error("sql: {0}")]
+    #[error("sql")]
     Sql(#[from] switchboard_store::sqlx::Error),
     /// A gRPC server failed to start or serve.
-    #[error("grpc transport: {0}")]
+    #[error("grpc transport")]
     Transport(#[from] tonic::transport::Error),
     /// The reflection service could not be built from the descriptor set.
-    #[error("grpc reflection: {0}")]
+    #[error("grpc reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
     /// A gRPC call failed.
-    #[error("grpc call: {0}")]
+    #[error("grpc call")]
     Rpc(#[from] tonic::Status),
     /// Core setup (binding an address) failed.
     #[error(transparent)]
     Core(#[from] switchboard_core::Error),
     /// Socket or file I/O failed.
-    #[error("i/o: {0}")]
+    #[error("i/o")]
     Io(#[from] std::io::Error),
     /// A stored snapshot cannot be decoded.
     #[error("corrupt snapshot: {0}")]

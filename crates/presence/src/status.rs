@@ -131,7 +131,7 @@ pub async fn start(
         if let Err(e) =
             server.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         {
-            tracing::error!(error = %e, "status server failed");
+            tracing::error!(error = %switchboard_core::describe_error(&e), "status server failed");
             health.set_ready("presence-status-reader", false);
         }
     });

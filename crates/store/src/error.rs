@@ -8,7 +8,7 @@ pub enum Error {
     #[error("unsupported store url")]
     UnsupportedUrl(#[source] switchboard_core::ConfigError),
     /// The database could not be opened or reached.
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}")]
     Connect {
         /// URL with the password removed.
         url: String,
@@ -16,7 +16,7 @@ pub enum Error {
         source: sqlx::Error,
     },
     /// The directory for the SQLite file could not be created.
-    #[error("cannot create the store directory {path}: {source}")]
+    #[error("cannot create the store directory {path}")]
     CreateDir {
         /// Directory that failed.
         path: PathBuf,
@@ -24,10 +24,10 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A migration failed, or one that was already applied has been changed since.
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A query failed.
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] sqlx::Error),
 }
 

@@ -127,7 +127,7 @@ impl Store {
             match pool.clone().connect_with(opts.clone()).await {
                 Ok(pool) => return Ok(Self::Sqlite(pool)),
                 Err(e) if sqlite_busy(&e) && Instant::now() + backoff < deadline => {
-                    tracing::debug!(url = %redact(url), error = %e, "sqlite file busy at open, retrying");
+                    tracing::debug!(url = %redact(url), error = %switchboard_core::describe_error(&e), "sqlite file busy at open, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
@@ -155,7 +155,7 @@ impl Store {
                     break;
                 }
                 Err(e) if server_starting(&e) && Instant::now() + backoff < deadline => {
-                    tracing::info!(url = %redact(url), error = %e, "store not reachable yet, retrying");
+                    tracing::info!(url = %redact(url), error = %switchboard_core::describe_error(&e), "store not reachable yet, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     let args = match config::expand_args(typed.clone(), env) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", switchboard_core::describe_error(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -91,7 +91,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            let message = describe(&e);
+            let message = switchboard_core::describe_error(e.as_ref());
             tracing::error!(error = %message, "exiting after error");
             eprintln!("error: {message}");
             if is_config_error(&e) { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE }
@@ -191,23 +191,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     outcome
 }
 
-/// The error and its causes, joined with ": ". Library errors often repeat their source in
-/// their own message (`bus: <source>`); a cause already spelled out is not printed twice.
-fn describe(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if out.ends_with(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
 /// Whether `err` is a configuration mistake (bad URL, out-of-range value): exit 64, not 1.
 fn is_config_error(err: &anyhow::Error) -> bool {
     switchboard_core::ConfigError::in_chain(err.as_ref())
@@ -255,7 +238,7 @@ fn console_options() -> switchboard_console::Options {
             .ok_or_else(|| "no jobproxy runs in this process".to_owned())?;
         switchboard_jobproxy::jobcheck(&url, JOBCHECK_JOBS, JOBCHECK_DEADLINE)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| switchboard_core::describe_error(&e))
     });
     switchboard_console::Options { jobcheck: Some(jobcheck) }
 }

@@ -87,7 +87,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response()
             }
             Self::Internal(e) => {
-                tracing::error!(error = %e, "report failed");
+                tracing::error!(error = %switchboard_core::describe_error(&e), "report failed");
                 let body = Json(json!({"error": "report failed, see server logs"}));
                 (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
             }

@@ -7,22 +7,22 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The store failed.
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] switchboard_store::Error),
     /// A query failed.
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] switchboard_store::sqlx::Error),
     /// The bus failed.
-    #[error("bus: {0}")]
+    #[error("bus")]
     Bus(#[from] switchboard_bus::Error),
     /// A journal entry or bus message is not a JSON array of events.
-    #[error("corrupt journal entry: {0}")]
+    #[error("corrupt journal entry")]
     Corrupt(#[from] serde_json::Error),
     /// Binding or serving a socket failed.
-    #[error("io: {0}")]
+    #[error("i/o")]
     Io(#[from] std::io::Error),
     /// Shared core failure (admin server).
-    #[error("{0}")]
+    #[error(transparent)]
     Core(#[from] switchboard_core::Error),
     /// Invalid flags.
     #[error("invalid configuration")]
@@ -32,7 +32,7 @@ pub enum Error {
     #[error("batch not finished within the ack wait ({0:?}); abandoned, it is redelivered")]
     Stalled(std::time::Duration),
     /// An HTTP client call failed (benchmark, demo generator).
-    #[error("http: {0}")]
+    #[error("http")]
     Http(#[from] reqwest::Error),
     /// The benchmark could not complete.
     #[error("benchmark: {0}")]

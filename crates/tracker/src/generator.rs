@@ -69,7 +69,7 @@ pub fn spawn_feed(url: String, batch: usize, every: Duration, ctx: &Ctx) {
                 Ok(res) => {
                     tracing::warn!(status = %res.status(), "demo feed: collector refused a batch")
                 }
-                Err(e) => tracing::warn!(error = %e, "demo feed: collector unreachable"),
+                Err(e) => tracing::warn!(error = %switchboard_core::describe_error(&e), "demo feed: collector unreachable"),
             }
         }
     });

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use switchboard_bus::{Bus, Bytes, StreamConfig};
-use switchboard_core::Ctx;
+use switchboard_core::{Ctx, describe_error};
 use switchboard_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
@@ -243,7 +243,7 @@ async fn store_group(sink: &Sink, group: &mut [Entry]) -> Result<(), String> {
             let entries: Vec<(String, usize)> =
                 group.iter_mut().flat_map(|e| e.payload.take_chunks()).collect();
             let now = switchboard_core::Clock::now_ms(&switchboard_core::SystemClock);
-            outbox::append(store, &entries, now).await.map_err(|e| e.to_string())
+            outbox::append(store, &entries, now).await.map_err(|e| describe_error(&e))
         }
         Sink::Fold(store) => {
             let mut events = Vec::with_capacity(group.iter().map(|e| e.events).sum());
@@ -254,7 +254,8 @@ async fn store_group(sink: &Sink, group: &mut [Entry]) -> Result<(), String> {
             }
             // The worker's work, counted in the worker's metrics whoever does it.
             let started = std::time::Instant::now();
-            let fresh = readmodel::fold_batch(store, &events).await.map_err(|e| e.to_string())?;
+            let fresh =
+                readmodel::fold_batch(store, &events).await.map_err(|e| describe_error(&e))?;
             worker::record(started, events.len() as u64, fresh);
             Ok(())
         }
@@ -268,7 +269,7 @@ async fn store_group(sink: &Sink, group: &mut [Entry]) -> Result<(), String> {
                     (SUBJECT.to_owned(), Bytes::from(body), Some(id))
                 })
                 .collect();
-            bus.publish_durable_batch(messages).await.map_err(|e| e.to_string())
+            bus.publish_durable_batch(messages).await.map_err(|e| describe_error(&e))
         }
     }
 }

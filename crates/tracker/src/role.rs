@@ -193,7 +193,7 @@ async fn serve(
         let stop = shutdown.cancelled_owned();
         if let Err(e) = switchboard_core::http::serve(listener, app, limits, tls, what, stop).await
         {
-            tracing::error!(error = %e, server = what, "HTTP server failed");
+            tracing::error!(error = %switchboard_core::describe_error(&e), server = what, "HTTP server failed");
         }
     });
     Ok(addr)
@@ -226,7 +226,7 @@ pub fn start_worker(args: &WorkerArgs, bus: Bus, store: Store, ctx: &Ctx) -> Res
     let worker_ctx = ctx.clone();
     ctx.spawn(async move {
         if let Err(e) = worker::run(cfg, bus, store, worker_ctx.clone()).await {
-            tracing::error!(error = %e, "tracker worker failed to start");
+            tracing::error!(error = %switchboard_core::describe_error(&e), "tracker worker failed to start");
             worker_ctx.health.set_ready("tracker-worker", false);
         }
     });

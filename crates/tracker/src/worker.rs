@@ -87,7 +87,7 @@ pub async fn run(cfg: WorkerConfig, bus: Bus, store: Store, ctx: Ctx) -> Result<
             }
             Err(e) => {
                 metrics::counter!("tracker_worker_errors_total").increment(1);
-                tracing::warn!(error = %e, retry_in = ?backoff, "worker batch failed; will retry");
+                tracing::warn!(error = %switchboard_core::describe_error(&e), retry_in = ?backoff, "worker batch failed; will retry");
                 let b = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 b
@@ -126,7 +126,7 @@ async fn stream_step(store: &Store, deliveries: Vec<Delivery>) -> Result<usize> 
                 // Not from a collector of ours: it can never be folded, so retrying is
                 // pointless. It is counted, logged with its position, and acked.
                 metrics::counter!("tracker_worker_poison_total").increment(1);
-                tracing::error!(stream_seq = d.stream_seq, error = %e, "skipping undecodable message");
+                tracing::error!(stream_seq = d.stream_seq, error = %switchboard_core::describe_error(&e), "skipping undecodable message");
             }
         }
     }
@@ -136,7 +136,7 @@ async fn stream_step(store: &Store, deliveries: Vec<Delivery>) -> Result<usize> 
     for (d, r) in deliveries.iter().zip(futures::future::join_all(acks).await) {
         if let Err(e) = r {
             // Harmless: the message comes back and folds to nothing.
-            tracing::warn!(stream_seq = d.stream_seq, error = %e, "ack failed; will be redelivered");
+            tracing::warn!(stream_seq = d.stream_seq, error = %switchboard_core::describe_error(&e), "ack failed; will be redelivered");
         }
     }
     Ok(deliveries.len())

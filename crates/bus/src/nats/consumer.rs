@@ -112,7 +112,7 @@ impl NatsConsumer {
                 match self.pull(max - 1, None).await {
                     Ok(more) => got.extend(more),
                     Err(e) => {
-                        tracing::warn!(durable = %self.durable, error = %e, "top-up pull failed")
+                        tracing::warn!(durable = %self.durable, error = %switchboard_core::describe_error(&e), "top-up pull failed")
                     }
                 }
             }

@@ -50,7 +50,9 @@ impl Courier {
                     return self.done(Delivered::Refused);
                 }
                 Ok(r) => tracing::warn!(url, attempt, status = %r.status(), "callback failed"),
-                Err(e) => tracing::warn!(url, attempt, error = %e, "callback failed"),
+                Err(e) => {
+                    tracing::warn!(url, attempt, error = %switchboard_core::describe_error(&e), "callback failed")
+                }
             }
             if attempt < self.attempts {
                 metrics::counter!("jobserver_callback_retries_total").increment(1);

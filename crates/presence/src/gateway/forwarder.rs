@@ -104,11 +104,11 @@ impl Forwarder {
                         if attempts_after_shutdown >= 3 {
                             metrics::counter!("presence_gateway_reports_dropped_total")
                                 .increment(batch.reports.len() as u64);
-                            tracing::error!(error = %e, reports = batch.reports.len(), "bus unavailable while draining; batch dropped");
+                            tracing::error!(error = %switchboard_core::describe_error(&e), reports = batch.reports.len(), "bus unavailable while draining; batch dropped");
                             return;
                         }
                     }
-                    tracing::warn!(error = %e, retry_in = ?backoff, "publishing a report batch failed");
+                    tracing::warn!(error = %switchboard_core::describe_error(&e), retry_in = ?backoff, "publishing a report batch failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }

@@ -63,7 +63,7 @@ impl Ingest {
                 }
                 Err(e) => {
                     metrics::counter!("presence_status_fetch_errors_total").increment(1);
-                    tracing::warn!(error = %e, "fetching reports failed; retrying");
+                    tracing::warn!(error = %switchboard_core::describe_error(&e), "fetching reports failed; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => {}
                         () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -89,7 +89,7 @@ impl Ingest {
                 // A message that can never decode is skipped (and acked with the next
                 // checkpoint), not retried forever.
                 metrics::counter!("presence_status_bad_messages_total").increment(1);
-                tracing::warn!(error = %e, stream_seq = d.stream_seq, "undecodable report batch skipped");
+                tracing::warn!(error = %switchboard_core::describe_error(&e), stream_seq = d.stream_seq, "undecodable report batch skipped");
                 return;
             }
         };
@@ -132,7 +132,7 @@ impl Ingest {
         let started = Instant::now();
         if let Err(e) = snapshot::save(&self.store, &self.replica, &snap).await {
             metrics::counter!("presence_status_snapshot_errors_total").increment(1);
-            tracing::warn!(error = %e, pending = pending.len(), "storing the snapshot failed; acks deferred");
+            tracing::warn!(error = %switchboard_core::describe_error(&e), pending = pending.len(), "storing the snapshot failed; acks deferred");
             return;
         }
         metrics::histogram!("presence_status_snapshot_seconds")
@@ -140,7 +140,7 @@ impl Ingest {
         for d in pending.drain(..) {
             if let Err(e) = d.ack().await {
                 // Redelivered later and recorded again: harmless, recording is idempotent.
-                tracing::debug!(error = %e, "ack failed");
+                tracing::debug!(error = %switchboard_core::describe_error(&e), "ack failed");
             }
         }
     }

@@ -36,7 +36,8 @@ fn agrees(text: &str) -> Result<bool, TestCaseError> {
             prop_assert_eq!((source, destination), ids, "{:?}", text)
         }
         (Err(got), Err(want)) => {
-            prop_assert_eq!(got.to_string(), format!("invalid frame: {want}"), "{:?}", text)
+            let got = switchboard_core::describe_error(&got);
+            prop_assert_eq!(got, format!("invalid frame: {want}"), "{:?}", text)
         }
         (got, want) => prop_assert!(false, "parse {got:?} vs serde {want:?} on {text:?}"),
     }
