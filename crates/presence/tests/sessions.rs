@@ -27,6 +27,14 @@ async fn attach(
     (tx, pings)
 }
 
+/// Reads Pings until the stream ends: `Ok` for an OK end, else the final status.
+async fn end_of(
+    pings: &mut tonic::Streaming<switchboard_presence::proto::Ping>,
+) -> Result<(), tonic::Status> {
+    while pings.message().await?.is_some() {}
+    Ok(())
+}
+
 /// Waits until the gateway holds `want` sessions, failing after 10 s.
 async fn sessions_become(gw: &RunningGateway, want: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -43,13 +51,7 @@ async fn a_silent_client_is_closed_with_deadline_exceeded_and_frees_its_slot() {
     let (_tx, mut pings) = attach(&gw).await;
     pings.message().await.unwrap().expect("the first Ping comes at once");
     assert_eq!(gw.sessions(), 1);
-    let end = loop {
-        match pings.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the stream ended OK; a silent client must get DEADLINE_EXCEEDED"),
-            Err(status) => break status,
-        }
-    };
+    let end = end_of(&mut pings).await.expect_err("a silent client must get DEADLINE_EXCEEDED");
     assert_eq!(end.code(), tonic::Code::DeadlineExceeded, "{end:?}");
     sessions_become(&gw, 0).await;
     assert!(ctx.drain(Duration::from_secs(5)).await);
@@ -69,13 +71,7 @@ async fn a_client_that_goes_away_frees_its_slot() {
     let (tx, mut pings) = attach(&gw).await;
     pings.message().await.unwrap().expect("first Ping");
     drop(tx);
-    loop {
-        match pings.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => break,
-            Err(status) => panic!("a half-closed client gets an OK end, not {status:?}"),
-        }
-    }
+    end_of(&mut pings).await.expect("a half-closed client gets an OK end");
     sessions_become(&gw, 0).await;
     assert!(ctx.drain(Duration::from_secs(5)).await);
 }
@@ -95,13 +91,7 @@ async fn a_client_slow_to_read_its_pings_stays_while_it_answers() {
     pings.message().await.unwrap().expect("its Pings were kept coming");
     // Draining ends it with UNAVAILABLE, so it reconnects elsewhere.
     ctx.begin_shutdown();
-    let end = loop {
-        match pings.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("a drained client must be told UNAVAILABLE"),
-            Err(status) => break status,
-        }
-    };
+    let end = end_of(&mut pings).await.expect_err("a drained client must be told UNAVAILABLE");
     assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
     drop(tx);
     assert!(ctx.drain(Duration::from_secs(5)).await);
