@@ -16,6 +16,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions, Event, Request};
 use bytes::Bytes;
 use futures::StreamExt;
+use switchboard_core::backoff::Backoff;
 
 pub(crate) use consumer::{NatsConsumer, ack, nak};
 
@@ -125,21 +126,22 @@ impl NatsBus {
         // appears in its own debug logs.
         let (servers, credentials) = split_credentials(url);
         let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         let client = loop {
             match options(credentials.as_ref(), &server, &dropped).connect(servers.as_str()).await {
                 Ok(client) => break client,
-                Err(e)
-                    if matches!(
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    let retry = matches!(
                         e.kind(),
                         ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
-                    ) && tokio::time::Instant::now() + backoff < deadline =>
-                {
+                    ) && tokio::time::Instant::now() + wait < deadline;
+                    if !retry {
+                        return Err(engine(&format!("connecting to {server}"), e));
+                    }
                     tracing::info!(%server, error = %switchboard_core::describe_error(&e), "bus not reachable yet, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(engine(&format!("connecting to {server}"), e)),
             }
         };
         let js = Arc::new(jetstream::new(client.clone()));

@@ -1,5 +1,6 @@
-//! Reconnect delays: exponential backoff with jitter, for every client that reconnects (the
-//! aggregator to its server, control agents to their console).
+//! Retry delays: exponential backoff with jitter, the one used wherever something is retried
+//! (the aggregator and control agents reconnecting, the bus and the store waiting for their
+//! server at start, the presence forwarder and the tracker worker retrying a failed step).
 //!
 //! The n-th consecutive failure waits a random time in `[d/2, d]` with `d = min(max, min·2ⁿ)`
 //! ("equal jitter"): many clients that lost the same server do not come back in lockstep, and

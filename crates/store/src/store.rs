@@ -9,6 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use switchboard_core::backoff::Backoff;
 use switchboard_core::redact::url as redact;
 
 use crate::{Error, Result, migration};
@@ -122,16 +123,18 @@ impl Store {
         // it and switches it to WAL while the others get SQLITE_BUSY at open, which the busy
         // timeout does not cover. Wait for that as long as the busy timeout would.
         let deadline = Instant::now() + SQLITE_OPEN_WAIT;
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
         loop {
             match pool.clone().connect_with(opts.clone()).await {
                 Ok(pool) => return Ok(Self::Sqlite(pool)),
-                Err(e) if sqlite_busy(&e) && Instant::now() + backoff < deadline => {
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    if !(sqlite_busy(&e) && Instant::now() + wait < deadline) {
+                        return Err(connect_err(e));
+                    }
                     tracing::debug!(url = %redact(url), error = %switchboard_core::describe_error(&e), "sqlite file busy at open, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(connect_err(e)),
             }
         }
     }
@@ -142,24 +145,29 @@ impl Store {
         // The pool would retry a refused connection until its acquire timeout and then report
         // only "timed out"; probing first keeps the real cause for the error message.
         let deadline = Instant::now() + wait;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
+            // Even a spent wait allows one short attempt, so the error names the real cause.
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt =
-                tokio::time::timeout(remaining.max(backoff), PgConnection::connect_with(&opts))
-                    .await
-                    .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+            let attempt = tokio::time::timeout(
+                remaining.max(Duration::from_millis(50)),
+                PgConnection::connect_with(&opts),
+            )
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut));
             match attempt {
                 Ok(conn) => {
                     let _ = conn.close().await;
                     break;
                 }
-                Err(e) if server_starting(&e) && Instant::now() + backoff < deadline => {
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    if !(server_starting(&e) && Instant::now() + wait < deadline) {
+                        return Err(connect_err(e));
+                    }
                     tracing::info!(url = %redact(url), error = %switchboard_core::describe_error(&e), "store not reachable yet, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(connect_err(e)),
             }
         }
         let pool = PgPoolOptions::new()

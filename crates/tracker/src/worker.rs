@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_bus::{Bus, Consumer, ConsumerConfig, Delivery};
 use switchboard_core::Ctx;
+use switchboard_core::backoff::Backoff;
 use switchboard_store::Store;
 
 use crate::event::Event;
@@ -52,7 +53,7 @@ pub async fn run(cfg: WorkerConfig, bus: Bus, store: Store, ctx: Ctx) -> Result<
     };
     ctx.health.set_ready("tracker-worker", true);
     tracing::info!(bus = bus.kind(), "tracker worker consuming");
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     while !ctx.shutdown.is_cancelled() {
         let step = match &mut source {
             Source::Outbox => outbox_step(&store, &cfg).await,
@@ -82,15 +83,14 @@ pub async fn run(cfg: WorkerConfig, bus: Bus, store: Store, ctx: Ctx) -> Result<
         let pause = match step {
             Ok(0) => cfg.idle_poll,
             Ok(_) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 continue;
             }
             Err(e) => {
                 metrics::counter!("tracker_worker_errors_total").increment(1);
-                tracing::warn!(error = %switchboard_core::describe_error(&e), retry_in = ?backoff, "worker batch failed; will retry");
-                let b = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                b
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %switchboard_core::describe_error(&e), retry_in = ?wait, "worker batch failed; will retry");
+                wait
             }
         };
         tokio::select! {

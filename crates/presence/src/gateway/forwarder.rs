@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use switchboard_bus::Bus;
+use switchboard_core::backoff::Backoff;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -78,7 +79,7 @@ impl Forwarder {
         };
         let payload = batch.encode();
         let msg_id = format!("{}-{seq}", self.gateway_id);
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         let mut attempts_after_shutdown = 0;
         let started = std::time::Instant::now();
         loop {
@@ -108,9 +109,9 @@ impl Forwarder {
                             return;
                         }
                     }
-                    tracing::warn!(error = %switchboard_core::describe_error(&e), retry_in = ?backoff, "publishing a report batch failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %switchboard_core::describe_error(&e), retry_in = ?wait, "publishing a report batch failed");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
