@@ -261,8 +261,11 @@ fn public_url(given: Option<&str>, addr: SocketAddr, tls: bool) -> Result<String
         None => format!("{scheme}://{addr}"),
     };
     match url.parse::<http::Uri>() {
-        Ok(u) if u.scheme().is_some() && u.authority().is_some() => Ok(url),
-        _ => Err(Error::config(format!("--public-url {url:?} is not an absolute URL"))),
+        // The job server POSTs callbacks to it: only HTTP(S) can carry them.
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            Ok(url)
+        }
+        _ => Err(Error::config(format!("--public-url {url:?} is not an absolute http(s) URL"))),
     }
 }
 
@@ -456,5 +459,21 @@ impl Drop for ClientWatch {
             count("client_gone");
             tracing::debug!("client went away; its held request was dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_url_must_be_absolute_http() {
+        assert_eq!(checked_public_url("https://jobs.example/").unwrap(), "https://jobs.example");
+        for bad in ["ftp://x", "jobs.example", "/callback", "http://"] {
+            let err = checked_public_url(bad).unwrap_err();
+            assert!(err.contains("is not an absolute http(s) URL"), "{bad}: {err}");
+        }
+        let wildcard = SocketAddr::from(([0, 0, 0, 0], 8080));
+        assert_eq!(public_url(None, wildcard, true).unwrap(), "https://127.0.0.1:8080");
     }
 }
