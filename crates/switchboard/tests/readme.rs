@@ -429,7 +429,11 @@ fn switchboard_commands(markdown: &str) -> Vec<String> {
     let mut commands = Vec::new();
     for line in lines {
         let line = line.split(" #").next().unwrap_or_default();
-        for segment in line.split('|') {
+        // A pipe or `&&` starts another command; a trailing `&` (run in the background) is no
+        // part of it (kept, the appended `--help` would run on its own and the command forever).
+        let line = line.trim_end();
+        let line = line.strip_suffix('&').filter(|l| !l.ends_with('&')).unwrap_or(line);
+        for segment in line.split("&&").flat_map(|s| s.split('|')) {
             let words: Vec<&str> =
                 segment.split_whitespace().skip_while(|w| w.contains('=')).collect();
             if words.first().is_some_and(|w| *w == "switchboard" || w.ends_with("/switchboard")) {
