@@ -131,14 +131,15 @@ impl NatsBus {
             match options(credentials.as_ref(), &server, &dropped).connect(servers.as_str()).await {
                 Ok(client) => break client,
                 Err(e) => {
-                    let wait = backoff.next_delay();
-                    let retry = matches!(
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let unreachable = matches!(
                         e.kind(),
                         ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
-                    ) && tokio::time::Instant::now() + wait < deadline;
-                    if !retry {
+                    );
+                    let Some(wait) = backoff.next_delay_within(remaining).filter(|_| unreachable)
+                    else {
                         return Err(engine(&format!("connecting to {server}"), e));
-                    }
+                    };
                     tracing::info!(%server, error = %switchboard_core::describe_error(&e), "bus not reachable yet, retrying");
                     tokio::time::sleep(wait).await;
                 }

@@ -32,6 +32,12 @@ impl Backoff {
         half + rand::rng().random_range(Duration::ZERO..=ceiling - half)
     }
 
+    /// The delay before the next attempt if it ends within `remaining` (a caller's deadline
+    /// minus now), else `None`: give up. Counts one more failure either way.
+    pub fn next_delay_within(&mut self, remaining: Duration) -> Option<Duration> {
+        Some(self.next_delay()).filter(|wait| *wait < remaining)
+    }
+
     /// A connection succeeded: start again from `min`.
     pub fn reset(&mut self) {
         self.failures = 0;
@@ -58,5 +64,11 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= min);
+        assert_eq!(
+            b.next_delay_within(min / 4),
+            None,
+            "a delay in [min, 2·min] does not fit in min/4"
+        );
+        assert!(b.next_delay_within(Duration::from_secs(60)).is_some());
     }
 }

@@ -15,7 +15,8 @@ async fn gateway(ctx: &Ctx, client_timeout: Duration) -> RunningGateway {
     switchboard_presence::start_gateway(args, Bus::memory(), ctx.clone()).await.unwrap()
 }
 
-/// Attaches as a fresh client; returns the Pong sender and the Ping stream.
+/// Attaches as a fresh client and receives its first Ping, which comes at once; returns the
+/// Pong sender and the Ping stream.
 async fn attach(
     gw: &RunningGateway,
 ) -> (mpsc::Sender<Pong>, tonic::Streaming<switchboard_presence::proto::Ping>) {
@@ -23,7 +24,8 @@ async fn attach(
     let (tx, rx) = mpsc::channel(16);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     req.metadata_mut().insert("client-id", uuid::Uuid::new_v4().to_string().parse().unwrap());
-    let pings = client.attach(req).await.unwrap().into_inner();
+    let mut pings = client.attach(req).await.unwrap().into_inner();
+    pings.message().await.unwrap().expect("the first Ping comes at once");
     (tx, pings)
 }
 
@@ -49,7 +51,6 @@ async fn a_silent_client_is_closed_with_deadline_exceeded_and_frees_its_slot() {
     let ctx = Ctx::new();
     let gw = gateway(&ctx, Duration::from_secs(1)).await;
     let (_tx, mut pings) = attach(&gw).await;
-    pings.message().await.unwrap().expect("the first Ping comes at once");
     assert_eq!(gw.sessions(), 1);
     let end = end_of(&mut pings).await.expect_err("a silent client must get DEADLINE_EXCEEDED");
     assert_eq!(end.code(), tonic::Code::DeadlineExceeded, "{end:?}");
@@ -62,14 +63,12 @@ async fn a_client_that_goes_away_frees_its_slot() {
     let ctx = Ctx::new();
     let gw = gateway(&ctx, Duration::from_secs(60)).await;
     // Reset mid-stream: the server drops the session without polling it again.
-    let (tx, mut pings) = attach(&gw).await;
-    pings.message().await.unwrap().expect("first Ping");
+    let (tx, pings) = attach(&gw).await;
     sessions_become(&gw, 1).await;
     drop((tx, pings));
     sessions_become(&gw, 0).await;
     // Half-close: the client ends its Pongs; the session ends and the stream ends OK.
     let (tx, mut pings) = attach(&gw).await;
-    pings.message().await.unwrap().expect("first Ping");
     drop(tx);
     end_of(&mut pings).await.expect("a half-closed client gets an OK end");
     sessions_become(&gw, 0).await;
@@ -81,7 +80,6 @@ async fn a_client_slow_to_read_its_pings_stays_while_it_answers() {
     let ctx = Ctx::new();
     let gw = gateway(&ctx, Duration::from_secs(1)).await;
     let (tx, mut pings) = attach(&gw).await;
-    pings.message().await.unwrap().expect("first Ping");
     // Pongs keep coming while the Pings go unread for three client timeouts.
     for _ in 0..15 {
         tx.send(Pong { status: Status::Even.into() }).await.unwrap();

@@ -128,10 +128,12 @@ impl Store {
             match pool.clone().connect_with(opts.clone()).await {
                 Ok(pool) => return Ok(Self::Sqlite(pool)),
                 Err(e) => {
-                    let wait = backoff.next_delay();
-                    if !(sqlite_busy(&e) && Instant::now() + wait < deadline) {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let Some(wait) =
+                        backoff.next_delay_within(remaining).filter(|_| sqlite_busy(&e))
+                    else {
                         return Err(connect_err(e));
-                    }
+                    };
                     tracing::debug!(url = %redact(url), error = %switchboard_core::describe_error(&e), "sqlite file busy at open, retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -161,10 +163,12 @@ impl Store {
                     break;
                 }
                 Err(e) => {
-                    let wait = backoff.next_delay();
-                    if !(server_starting(&e) && Instant::now() + wait < deadline) {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let Some(wait) =
+                        backoff.next_delay_within(remaining).filter(|_| server_starting(&e))
+                    else {
                         return Err(connect_err(e));
-                    }
+                    };
                     tracing::info!(url = %redact(url), error = %switchboard_core::describe_error(&e), "store not reachable yet, retrying");
                     tokio::time::sleep(wait).await;
                 }
