@@ -62,14 +62,38 @@ pub fn incoming(
     limits: Limits,
     server: &'static str,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let shed = metrics::counter!("grpc_connections_shed_total", "server" => server);
     let closed_idle = metrics::counter!("grpc_connections_idle_closed_total", "server" => server);
+    accept_limited(listener, limits.max_connections, server).map(move |accepted| {
+        let (stream, permit) = accepted?;
+        let activity = Arc::new(Activity::new());
+        let info = ConnInfo { tcp: stream.connect_info(), activity: Arc::clone(&activity) };
+        Ok(Conn {
+            stream,
+            info,
+            idle_after: limits.header_timeout,
+            timer: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            closed_idle: closed_idle.clone(),
+            _permit: permit,
+        })
+    })
+}
+
+/// Accepted sockets of `listener`, each with one of `max_connections` permits held for as long
+/// as the connection lives; a socket beyond the cap is closed on accept
+/// (`grpc_connections_shed_total{server}`, a warning at most once a second). The cap under
+/// [`incoming`], for servers that run their own HTTP/2 (the presence gateway).
+pub fn accept_limited(
+    listener: TcpListener,
+    max_connections: usize,
+    server: &'static str,
+) -> impl Stream<Item = io::Result<(TcpStream, OwnedSemaphorePermit)>> + Send + 'static {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let shed = metrics::counter!("grpc_connections_shed_total", "server" => server);
     let last_shed_log = Arc::new(Mutex::new(None::<Instant>));
     TcpListenerStream::new(listener).filter_map(move |accepted| {
         let stream = match accepted {
             Ok(s) => s,
-            // tonic logs accept errors and goes on accepting.
+            // The server logs accept errors and goes on accepting.
             Err(e) => return Some(Err(e)),
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
@@ -77,22 +101,13 @@ pub fn incoming(
             let mut last = last_shed_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if last.is_none_or(|t| t.elapsed().as_secs() >= 1) {
                 *last = Some(Instant::now());
-                tracing::warn!(server, peer = ?stream.peer_addr().ok(), max = limits.max_connections, "too many connections; closing new ones");
+                tracing::warn!(server, peer = ?stream.peer_addr().ok(), max = max_connections, "too many connections; closing new ones");
             }
             return None;
         };
         // Calls are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let info = ConnInfo { tcp: stream.connect_info(), activity: Arc::clone(&activity) };
-        Some(Ok(Conn {
-            stream,
-            info,
-            idle_after: limits.header_timeout,
-            timer: Box::pin(tokio::time::sleep(limits.header_timeout)),
-            closed_idle: closed_idle.clone(),
-            _permit: permit,
-        }))
+        Some(Ok((stream, permit)))
     })
 }
 

@@ -8,25 +8,29 @@
 //! connection per device, and a few connections each carrying thousands of streams (behind an L7
 //! gRPC proxy). `--max-clients` is the only cap on streams, and reaching it is a clear
 //! RESOURCE_EXHAUSTED, never a stream queued by HTTP/2 flow control.
+mod bridge;
+#[cfg(test)]
+mod conformance;
+mod conn;
 mod forwarder;
 mod session;
 mod ticker;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_bus::Bus;
-use switchboard_core::{Clock, Ctx, SystemClock};
+use switchboard_core::{Ctx, SystemClock};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::StreamExt as _;
 use tracing::Instrument as _;
 
-use crate::auth::{CLIENT_TOKEN_HEADER, ClientAuth};
-use crate::proto::Pong;
-use crate::proto::gateway_server::{Gateway, GatewayServer};
+use crate::auth::ClientAuth;
 use crate::{Error, Result};
-use forwarder::{Forwarder, ReportSender};
-use session::{PingStream, Session, SessionMetrics};
+use forwarder::Forwarder;
+use session::{SessionMetrics, Sessions};
 use ticker::Ticker;
 
 /// Metadata key carrying the client's UUID on `Attach`.
@@ -127,7 +131,7 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
         return Err(Error::config("--batch-max, --report-queue and --ping-interval must be > 0"));
     }
     let auth = args.client_auth_key.as_deref().map(ClientAuth::new).transpose()?;
-    let tls = crate::tls::server(&args.tls)?;
+    let tls = crate::tls::gateway(&args.tls)?.map(tokio_rustls::TlsAcceptor::from);
     bus.ensure_stream(&crate::report::stream_config()).await?;
     let (listener, addr) = switchboard_core::admin::bind(args.listen).await?;
     let gateway_id = args.gateway_id.clone().unwrap_or_else(|| {
@@ -151,121 +155,90 @@ pub async fn start(args: GatewayArgs, bus: Bus, ctx: Ctx) -> Result<Running> {
     ctx.spawn(async move { t.run(stop).await });
 
     let slots = Arc::new(Semaphore::new(args.max_clients));
-    let service = GatewayService {
-        ticker,
+    let sessions = Sessions {
         reports: report_tx,
         clock: Arc::new(SystemClock),
         timeout: args.client_timeout,
         slots: slots.clone(),
         auth,
+        shutdown: ctx.shutdown.clone(),
         metrics: Arc::new(SessionMetrics::new()),
-        ctx: ctx.clone(),
     };
-    let reflection = crate::proto::reflection()?;
-    let window = args.stream_window.max(1024);
-    let max_streams =
-        u32::try_from(args.max_clients.saturating_add(STREAM_HEADROOM)).unwrap_or(u32::MAX);
+    let routes = tonic::service::Routes::new(crate::proto::reflection()?)
+        .add_service(crate::proto::reflection_v1alpha()?)
+        .prepare();
+    let server = Arc::new(conn::Server {
+        sessions,
+        routes,
+        ticker,
+        max_streams: u32::try_from(args.max_clients.saturating_add(STREAM_HEADROOM))
+            .unwrap_or(u32::MAX),
+        stream_window: args.stream_window.max(1024),
+        connection_window: CONNECTION_WINDOW.max(args.stream_window),
+        idle_timeout: args.grpc.idle_timeout,
+        shutdown: ctx.shutdown.clone(),
+        closed_idle: metrics::counter!("grpc_connections_idle_closed_total", "server" => SERVER),
+        protocol_errors: metrics::counter!("presence_gateway_protocol_errors_total"),
+    });
     // One connection per client at most (fewer when an L7 proxy multiplexes), plus spares for
     // callers of reflection and for clients reconnecting while their old socket closes.
-    let limits =
-        args.grpc.limits(args.max_clients.saturating_add(SPARE_CONNECTIONS), "presence-gateway");
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    let server = builder
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(CONNECTION_WINDOW.max(window))
-        .max_concurrent_streams(max_streams)
-        .tcp_nodelay(true)
-        // Dead peers whose TCP never errors (a pulled cable) are found by HTTP/2 PINGs.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(switchboard_core::grpc::StreamCountLayer)
-        .add_service(GatewayServer::new(service))
-        .add_service(reflection)
-        .add_service(crate::proto::reflection_v1alpha()?);
-    let incoming = switchboard_core::grpc::incoming(listener, limits, "presence-gateway");
-    let shutdown = ctx.shutdown.clone();
+    let accepted = switchboard_core::grpc::accept_limited(
+        listener,
+        args.max_clients.saturating_add(SPARE_CONNECTIONS),
+        SERVER,
+    );
     let health = ctx.health.clone();
-    health.set_ready("presence-gateway", true);
+    health.set_ready(SERVER, true);
     ctx.spawn(
-        async move {
-            if let Err(e) =
-                server.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
-            {
-                tracing::error!(error = %switchboard_core::describe_error(&e), "gateway server failed");
-                health.set_ready("presence-gateway", false);
-            }
-        }
-        .instrument(tracing::info_span!("presence.gateway", gateway = %gateway_id)),
+        accept(accepted, server, tls, ctx.clone())
+            .instrument(tracing::info_span!("presence.gateway", gateway = %gateway_id)),
     );
     Ok(Running { addr, slots, max_clients: args.max_clients })
 }
 
-/// The `Gateway` gRPC service.
-struct GatewayService {
-    ticker: Arc<Ticker>,
-    reports: ReportSender,
-    clock: Arc<dyn Clock>,
-    timeout: Duration,
-    slots: Arc<Semaphore>,
-    /// With `--client-auth-key`: the check of each client's token.
-    auth: Option<ClientAuth>,
-    metrics: Arc<SessionMetrics>,
+/// Name of the listener in metrics and readiness.
+const SERVER: &str = "presence-gateway";
+
+/// Accepts connections until shutdown; each is served by its own task.
+async fn accept(
+    accepted: impl tokio_stream::Stream<
+        Item = std::io::Result<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)>,
+    >,
+    server: Arc<conn::Server>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     ctx: Ctx,
-}
-
-#[tonic::async_trait]
-impl Gateway for GatewayService {
-    type AttachStream = PingStream;
-
-    async fn attach(
-        &self,
-        request: tonic::Request<tonic::Streaming<Pong>>,
-    ) -> Result<tonic::Response<PingStream>, tonic::Status> {
-        let client = client_id(request.metadata())?;
-        if let Some(auth) = &self.auth {
-            let token = request.metadata().get(CLIENT_TOKEN_HEADER).and_then(|t| t.to_str().ok());
-            if !token.is_some_and(|t| auth.verify(uuid::Uuid::from_u128(client), t)) {
-                metrics::counter!("presence_gateway_unauthenticated_total").increment(1);
-                return Err(tonic::Status::unauthenticated(
-                    "missing or wrong `client-token` for this `client-id`",
-                ));
+) {
+    let mut accepted = std::pin::pin!(accepted);
+    let mut seq = 0u64;
+    loop {
+        let next = tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            next = accepted.next() => next,
+        };
+        let (tcp, permit) = match next {
+            Some(Ok(conn)) => conn,
+            Some(Err(e)) => {
+                // Out of file descriptors, typically: keep accepting once some close.
+                tracing::warn!(error = %switchboard_core::describe_error(&e), "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
-        if self.ctx.shutdown.is_cancelled() {
-            return Err(tonic::Status::unavailable("gateway draining; reconnect"));
-        }
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            metrics::counter!("presence_gateway_refused_total").increment(1);
-            tracing::warn!("max-clients reached: refusing a client stream");
-            return Err(tonic::Status::resource_exhausted("gateway full; try another gateway"));
+            None => return,
         };
-        let span = tracing::info_span!("presence.gateway.session", client_id = %uuid::Uuid::from_u128(client));
-        crate::trace::set_parent_from_metadata(&span, request.metadata());
-        let session = Session {
-            client,
-            tick: self.ticker.subscribe(client),
-            inbound: request.into_inner(),
-            reports: self.reports.clone(),
-            clock: self.clock.clone(),
-            timeout: self.timeout,
-            shutdown: self.ctx.shutdown.clone(),
-            metrics: self.metrics.clone(),
-        };
-        Ok(tonic::Response::new(session.into_stream(permit, span)))
+        seq += 1;
+        let server = server.clone();
+        let tls = tls.clone();
+        let handshake = server.idle_timeout;
+        ctx.spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => conn::serve(tcp, server, seq).await,
+                Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => conn::serve(stream, server, seq).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
+            }
+        });
     }
-}
-
-/// The client's UUID from the `client-id` metadata.
-fn client_id(md: &tonic::metadata::MetadataMap) -> Result<u128, tonic::Status> {
-    let raw = md
-        .get(CLIENT_ID_HEADER)
-        .ok_or_else(|| tonic::Status::invalid_argument("missing `client-id` metadata (a UUID)"))?;
-    raw.to_str()
-        .ok()
-        .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
-        .map(|u| u.as_u128())
-        .ok_or_else(|| tonic::Status::invalid_argument("`client-id` metadata must be a UUID"))
 }

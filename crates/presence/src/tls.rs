@@ -21,6 +21,17 @@ pub(crate) fn server(flags: &TlsArgs) -> Result<Option<ServerTlsConfig>> {
     Ok(Some(config))
 }
 
+/// The gateway's TLS (its own HTTP/2 server): rustls with ALPN `h2`, if `--tls-cert` is set.
+///
+/// # Errors
+/// A file is missing or unusable (a configuration error).
+pub(crate) fn gateway(flags: &TlsArgs) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    let Some(config) = flags.server_config()? else { return Ok(None) };
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(std::sync::Arc::new(config)))
+}
+
 /// TLS flags of a client (`presence client(s)`, `presence online`): core's, shared with every
 /// client of the binary.
 pub use switchboard_core::tls::ClientTlsArgs as ClientTls;

@@ -4,6 +4,11 @@
 //! and the ticker fires one slot every `interval / slots`. So there is no timer or thread per
 //! client, and the gateway writes 1/slots of its Pings at a time instead of all of them in one
 //! burst each second — a burst of 18,000 writes on two cores is what turns into ping jitter.
+//! A connection waits on the next slot one of its streams is in (see [`Ticker::fired`]), so
+//! the streams of a multiplexed connection are spread over the second too: h2-based peers
+//! (tonic clients, proxies) close a connection on which too many small DATA frames arrive
+//! at once.
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -15,20 +20,42 @@ use tokio_util::sync::CancellationToken;
 pub struct Ticker {
     slots: Vec<watch::Sender<u64>>,
     interval: Duration,
+    /// Slots fired so far: fire `f` (from 1) was slot `(f - 1) % slots`.
+    fired: AtomicU64,
 }
 
 impl Ticker {
     /// A ticker firing each of `slots` phases once per `interval`.
     pub fn new(interval: Duration, slots: usize) -> Self {
         let slots = (0..slots.max(1)).map(|_| watch::channel(0).0).collect();
-        Self { slots, interval }
+        Self { slots, interval, fired: AtomicU64::new(0) }
     }
 
-    /// The tick receiver for `client`; it changes once per interval.
-    pub fn subscribe(&self, client: u128) -> watch::Receiver<u64> {
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The slot of `client`.
+    pub fn slot_of(&self, client: u128) -> usize {
         let n = u128::try_from(self.slots.len()).unwrap_or(1);
-        let i = usize::try_from(client % n).unwrap_or(0);
-        self.slots[i].subscribe()
+        usize::try_from(client % n).unwrap_or(0)
+    }
+
+    /// Slots fired so far (incremented before the slot's receivers are woken).
+    pub fn fired(&self) -> u64 {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    /// The tick receiver of `slot`; it changes once per interval.
+    pub fn subscribe_slot(&self, slot: usize) -> watch::Receiver<u64> {
+        self.slots[slot % self.slots.len()].subscribe()
+    }
+
+    /// The tick receiver for `client`'s slot.
+    #[cfg(test)]
+    pub fn subscribe(&self, client: u128) -> watch::Receiver<u64> {
+        self.subscribe_slot(self.slot_of(client))
     }
 
     /// Fires the slots in turn until `shutdown`.
@@ -43,6 +70,7 @@ impl Ticker {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = timer.tick() => {
+                    self.fired.fetch_add(1, Ordering::AcqRel);
                     self.slots[i].send_modify(|t| *t += 1);
                     i = (i + 1) % self.slots.len();
                 }
