@@ -1,5 +1,6 @@
-//! The accept side every gRPC listener of ours runs (presence gateway and status, control
-//! console): the same limits as the HTTP listeners in [`crate::http`], applied under tonic.
+//! The accept side every gRPC listener of ours runs (presence status, control console; the
+//! presence gateway, on its own HTTP/2 server, takes [`accept_limited`] and checks idleness
+//! itself): the same limits as the HTTP listeners in [`crate::http`], applied under tonic.
 //!
 //! * **Idle timeout**: a connection that has had no gRPC call open for
 //!   [`Limits::header_timeout`] (counted from accept, or from the end of its last call) is

@@ -233,11 +233,18 @@ async fn accept(
             let _permit = permit;
             match tls {
                 None => conn::serve(tcp, server, seq).await,
-                Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => conn::serve(stream, server, seq).await,
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                },
+                // Boxed: a TLS session is kilobytes, and inline it would make every plaintext
+                // connection's task as large.
+                Some(tls) => {
+                    Box::pin(async move {
+                        match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+                            Ok(Ok(stream)) => conn::serve(stream, server, seq).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    })
+                    .await
+                }
             }
         });
     }

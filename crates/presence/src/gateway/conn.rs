@@ -116,16 +116,17 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut c = Conn::new(io, server.clone(), seq);
-    let mut slot = c.wanted_slot();
+    let mut slot = c.wanted_slot(server.ticker.fired());
     let mut tick = server.ticker.subscribe_slot(slot);
     let mut bridged: Option<mpsc::Receiver<Out>> = None;
-    let mut drain_deadline = None;
+    // Allocated on drain only: a timer inline would cost every connection's task its size.
+    let mut drain: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let result = loop {
         tokio::select! {
             biased;
-            () = server.shutdown.cancelled(), if drain_deadline.is_none() => {
+            () = server.shutdown.cancelled(), if drain.is_none() => {
                 c.drain();
-                drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                drain = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
             }
             changed = tick.changed() => {
                 if changed.is_err() {
@@ -141,15 +142,30 @@ where
                 Ok(Flow::Changed) => {}
                 Err(e) => break Err(e),
             },
-            () = sleep_until(drain_deadline), if drain_deadline.is_some() => break Ok(()),
+            () = async { if let Some(d) = drain.as_mut() { d.await } }, if drain.is_some() => break Ok(()),
         }
         if bridged.is_none() {
             bridged = c.bridge_rx.take();
         }
-        let want = c.wanted_slot();
-        if want != slot {
-            slot = want;
-            tick = server.ticker.subscribe_slot(slot);
+        // Wait on the next slot that holds one of our streams. A slot that fires between
+        // choosing it and subscribing would be waited for a whole interval: when anything
+        // fired meanwhile, catch up (ping what is due) and choose again.
+        let resubscribed = loop {
+            let fired = server.ticker.fired();
+            let want = c.wanted_slot(fired);
+            if want != slot {
+                slot = want;
+                tick = server.ticker.subscribe_slot(slot);
+            }
+            if server.ticker.fired() == fired {
+                break Ok(());
+            }
+            if let Err(e) = c.on_tick() {
+                break Err(e);
+            }
+        };
+        if let Err(e) = resubscribed {
+            break Err(e);
         }
     };
     if let Err(e) = result {
@@ -161,12 +177,6 @@ async fn recv(rx: &mut Option<mpsc::Receiver<Out>>) -> Option<Out> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
     }
 }
 
@@ -688,7 +698,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return Ok(());
         }
         if request.path.as_deref() == Some(ATTACH_PATH) {
-            self.attach(id, &request.headers, end_stream);
+            self.attach(id, request.headers, end_stream);
         } else {
             self.bridge(id, request, end_stream);
         }
@@ -698,7 +708,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     /// Opens an `Attach` call: the response head at once, and the first Ping too (a client
     /// learns quickly that the stream works) unless [`MAX_FIRST_PINGS`] went out since the
     /// last tick; then it comes on the stream's slot.
-    fn attach(&mut self, id: u32, headers: &http::HeaderMap, end_stream: bool) {
+    fn attach(&mut self, id: u32, headers: http::HeaderMap, end_stream: bool) {
         let session = match self.server.sessions.open(headers) {
             Ok(s) => s,
             Err(fail) => {
@@ -815,11 +825,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         Ok(())
     }
 
-    /// The ticker slot to wait on: the next one, from where the ticker is, that holds one of
-    /// this connection's `Attach` streams.
-    fn wanted_slot(&self) -> usize {
-        let next = usize::try_from(self.server.ticker.fired() % self.server.ticker.slots() as u64)
-            .unwrap_or(0);
+    /// The ticker slot to wait on: the next one after `fired` fires that holds one of this
+    /// connection's `Attach` streams.
+    fn wanted_slot(&self, fired: u64) -> usize {
+        let next = usize::try_from(fired % self.server.ticker.slots() as u64).unwrap_or(0);
         self.schedule
             .range((next, 0)..)
             .next()

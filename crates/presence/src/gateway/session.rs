@@ -111,8 +111,8 @@ pub struct Sessions {
 
 impl Sessions {
     /// Admits the client of an `Attach` call with these request headers, or says why not.
-    pub fn open(&self, headers: &http::HeaderMap) -> Result<Session, Fail> {
-        let client = client_id(headers)?;
+    pub fn open(&self, headers: http::HeaderMap) -> Result<Session, Fail> {
+        let client = client_id(&headers)?;
         if let Some(auth) = &self.auth {
             let token = headers.get(CLIENT_TOKEN_HEADER).and_then(|t| t.to_str().ok());
             if !token.is_some_and(|t| auth.verify(uuid::Uuid::from_u128(client), t)) {
@@ -137,7 +137,7 @@ impl Sessions {
         let span = tracing::info_span!("presence.gateway.session", client_id = %uuid::Uuid::from_u128(client));
         crate::trace::set_parent_from_metadata(
             &span,
-            &tonic::metadata::MetadataMap::from_headers(headers.clone()),
+            &tonic::metadata::MetadataMap::from_headers(headers),
         );
         self.metrics.sessions.increment(1.0);
         Ok(Session {
