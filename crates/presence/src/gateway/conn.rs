@@ -79,6 +79,13 @@ pub struct Server {
     pub protocol_errors: metrics::Counter,
 }
 
+impl Server {
+    /// Our receive window of a connection: never below the protocol's initial one.
+    fn connection_window(&self) -> i64 {
+        i64::from(self.connection_window).max(wire::DEFAULT_WINDOW)
+    }
+}
+
 /// A stream the connection holds.
 enum Stream {
     Attach(Attach),
@@ -233,7 +240,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 (setting::MAX_HEADER_LIST_SIZE, u32::try_from(MAX_HEADER_BLOCK).unwrap_or(0)),
             ],
         );
-        let connection_window = i64::from(server.connection_window).max(wire::DEFAULT_WINDOW);
+        let connection_window = server.connection_window();
         let raise = connection_window - wire::DEFAULT_WINDOW;
         if raise > 0 {
             wire::put_window_update(&mut out, 0, u32::try_from(raise).unwrap_or(0));
@@ -469,6 +476,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if !payload.len().is_multiple_of(6) {
             return Err(ConnError(Reason::FrameSize, "SETTINGS of a wrong size"));
         }
+        let mut window_changed = false;
         for s in payload.chunks_exact(6) {
             let id = u16::from_be_bytes([s[0], s[1]]);
             let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
@@ -483,6 +491,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                     }
                     let delta = value - self.peer_stream_window;
                     self.peer_stream_window = value;
+                    window_changed = true;
                     for s in self.streams.values_mut() {
                         match s {
                             Stream::Attach(a) => a.send_window += delta,
@@ -499,7 +508,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             }
         }
         wire::put_head(&mut self.out, 0, kind::SETTINGS, flag::ACK, 0);
-        if delta_opened(payload) {
+        if window_changed {
+            // Queued bridged data may fit now.
             self.flush_bridges();
         }
         Ok(())
@@ -553,7 +563,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if self.recv_window < 0 {
             return Err(ConnError(Reason::FlowControl, "DATA beyond the connection window"));
         }
-        let connection_window = i64::from(self.server.connection_window).max(wire::DEFAULT_WINDOW);
+        let connection_window = self.server.connection_window();
         if self.recv_window < connection_window / 2 {
             let credit = connection_window - self.recv_window;
             wire::put_window_update(&mut self.out, 0, u32::try_from(credit).unwrap_or(0));
@@ -838,13 +848,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     /// The gateway drains: every `Attach` call ends UNAVAILABLE, GOAWAY says no more streams.
     fn drain(&mut self) {
-        let ids: Vec<u32> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| matches!(s, Stream::Attach(_)))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
+        for id in self.ids(|s| matches!(s, Stream::Attach(_))) {
             let fail =
                 Fail { code: tonic::Code::Unavailable, message: "gateway draining; reconnect" };
             self.finish(id, End::Draining, Some(fail));
@@ -910,23 +914,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if self.bridge_tx.is_none() {
             return;
         }
-        let ids: Vec<u32> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| matches!(s, Stream::Bridge(_)))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
+        for id in self.ids(|s| matches!(s, Stream::Bridge(_))) {
             self.flush_bridge(id);
         }
     }
-}
 
-/// Whether a SETTINGS payload changes the initial window (queued bridged data may now fit).
-fn delta_opened(payload: &[u8]) -> bool {
-    payload
-        .chunks_exact(6)
-        .any(|s| u16::from_be_bytes([s[0], s[1]]) == setting::INITIAL_WINDOW_SIZE)
+    /// The ids of the streams `which` picks (taken out first: handling one changes the map).
+    fn ids(&self, which: impl Fn(&Stream) -> bool) -> Vec<u32> {
+        self.streams.iter().filter(|(_, s)| which(s)).map(|(&id, _)| id).collect()
+    }
 }
 
 /// Writes one Ping on `a` if both windows allow it; otherwise counts it skipped (the client
