@@ -276,7 +276,7 @@ async fn a_closed_stream_window_holds_pings_and_a_reset_stream_frees_its_slot() 
 async fn streams_reset_as_soon_as_opened_are_a_rapid_reset_and_close_the_connection() {
     let mut p = connect(true).await;
     let mut ids = (1u32..).step_by(2);
-    // Opens a stream, resets it, and asks for a PING ACK: true while the connection goes on.
+    // Opens a stream, resets it and sends a PING: Ok on its ACK, the GOAWAY code once closed.
     async fn open_and_reset(p: &mut Peer, id: u32) -> Result<(), u32> {
         let block = p.block(ATTACH_PATH, "application/grpc");
         p.send((block.len(), kind::HEADERS, flag::END_HEADERS, id), &block).await;
