@@ -48,13 +48,6 @@ const MAX_FIRST_PINGS: u32 = 32;
 /// announce; gRPC clients send a few hundred bytes.
 const MAX_HEADER_BLOCK: usize = 16 * 1024;
 
-/// Streams a connection may see reset within about a second of opening, by the peer or by us
-/// (refused, malformed), before it is closed with ENHANCE_YOUR_CALM. Opening a stream costs a
-/// session; a peer that opens and resets them in a loop ("rapid reset") would make the gateway
-/// do that work at line rate while never holding more than the stream limit. Clients reconnect
-/// at most about once a second each, so even a proxy's connection stays far below this.
-pub(super) const MAX_EARLY_RESETS: u32 = 200;
-
 /// Unsent output beyond which the connection stops reading and skips Pings: its peer is not
 /// reading, and queuing more for it only costs memory.
 const MAX_BACKLOG: usize = 256 * 1024;
@@ -218,13 +211,6 @@ struct Conn<IO> {
     first_pings: u32,
     /// Highest stream id the peer opened.
     last_stream: u32,
-    /// Streams above this id are young (opened within about a second): [`Conn::on_tick`]
-    /// moves it up to `young_mark` once a second.
-    young_from: u32,
-    young_mark: u32,
-    young_since: Instant,
-    /// Young streams reset since `young_since`.
-    early_resets: u32,
     continuation: Option<Box<Continuation>>,
     /// Our credit to send on the connection, and the peer's initial credit per stream.
     send_window: i64,
@@ -277,10 +263,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             first_pings: 0,
             changed: false,
             last_stream: 0,
-            young_from: 0,
-            young_mark: 0,
-            young_since: Instant::now(),
-            early_resets: 0,
             continuation: None,
             send_window: wire::DEFAULT_WINDOW,
             peer_stream_window: wire::DEFAULT_WINDOW,
@@ -450,9 +432,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 if head.stream > self.last_stream {
                     return Err(ConnError(Reason::Protocol, "RST_STREAM of an idle stream"));
                 }
-                if self.take(head.stream).is_some() && head.stream > self.young_from {
-                    self.early_reset()?;
-                }
+                self.remove(head.stream);
                 Ok(())
             }
             kind::SETTINGS => self.on_settings(head, payload),
@@ -710,11 +690,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         self.last_stream = id;
         if self.closing || self.streams.len() >= self.server.max_streams as usize {
             wire::put_reset(&mut self.out, id, Reason::Refused);
-            return self.early_reset();
+            return Ok(());
         }
         if request.invalid || request.method.as_deref() != Some("POST") {
             wire::put_reset(&mut self.out, id, Reason::Protocol);
-            return self.early_reset();
+            return Ok(());
         }
         let grpc = request
             .headers
@@ -803,11 +783,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let fired = self.server.ticker.fired();
         let from = std::mem::replace(&mut self.cursor, fired);
         self.first_pings = 0;
-        if now.duration_since(self.young_since) >= Duration::from_secs(1) {
-            self.young_from = std::mem::replace(&mut self.young_mark, self.last_stream);
-            self.young_since = now;
-            self.early_resets = 0;
-        }
         if self.stalled_since.is_some_and(|t| now.duration_since(t) > timeout) {
             // The peer has taken no bytes for a whole client timeout: a dead peer whose TCP
             // has not noticed yet. Nothing more can be told to it.
@@ -902,17 +877,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
     }
 
-    /// Counts a young stream's reset against [`MAX_EARLY_RESETS`].
-    fn early_reset(&mut self) -> Result<(), ConnError> {
-        self.early_resets += 1;
-        if self.early_resets > MAX_EARLY_RESETS {
-            return Err(ConnError(Reason::EnhanceYourCalm, "too many streams reset on opening"));
-        }
-        Ok(())
+    /// The peer reset a stream, or it ended.
+    fn remove(&mut self, id: u32) {
+        // An Attach session ends as ClientClosed; a bridged call's task is aborted on drop.
+        self.take(id);
     }
 
-    /// Takes a stream out of the connection (an `Attach` session taken and dropped ends as
-    /// ClientClosed; a bridged call's task is aborted on drop).
+    /// Takes a stream out of the connection.
     fn take(&mut self, id: u32) -> Option<Stream> {
         let stream = self.streams.remove(&id)?;
         if let Stream::Attach(a) = &stream {
@@ -928,14 +899,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let id = out.stream();
         let Some(Stream::Bridge(b)) = self.streams.get_mut(&id) else { return };
         if b.respond(out, &mut self.out, &mut self.send_window) {
-            self.take(id);
+            self.remove(id);
         }
     }
 
     fn flush_bridge(&mut self, id: u32) {
         let Some(Stream::Bridge(b)) = self.streams.get_mut(&id) else { return };
         if b.flush(&mut self.out, &mut self.send_window) {
-            self.take(id);
+            self.remove(id);
         }
     }
 
